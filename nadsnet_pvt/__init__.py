@@ -1,0 +1,1 @@
+"""NADS-Net (PVT backbone) training with GAN pose augmentation (entry point: train_nadsnet.py)."""
