@@ -1,0 +1,204 @@
+"""Checkpoint files: atomic writes, safe loading, configurations stored beside the weights.
+
+Networks are saved as plain state dicts (the seed's format: `torch.save(net.state_dict())`),
+so a file written here loads like the seed's and the other way round. The configuration that
+rebuilds the network is written beside it as JSON (`latest_net_G.pth` -> `latest_net_G.json`).
+
+Every write goes to a temporary file in the same folder, is flushed and fsynced, then renamed
+over the target: a run killed at any moment leaves the previous file intact.
+Every read uses `torch.load(..., weights_only=True)`: a file that carries code is refused and
+its code never runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message is one readable line."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some file systems do not allow opening a directory; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write a file through `write(file_object)` atomically: temp file, flush, fsync, rename.
+
+    On any failure (disk full, read-only folder, an exception in `write`) the temporary file is
+    removed, the previous file at `path` is left untouched, and CheckpointError is raised.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from error
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException as error:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise CheckpointError(
+                f"cannot write {path}: {error.strerror or error}; the previous file is unchanged"
+            ) from error
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """`torch.save(obj, path)`, atomically."""
+    return write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write a UTF-8 text file atomically."""
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def config_path_for(weights_path: str | Path) -> Path:
+    """`latest_net_G.pth` -> `latest_net_G.json`: where the network's configuration lives."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def save_network(net: torch.nn.Module, path: str | Path, config: dict[str, Any]) -> Path:
+    """Save `net.state_dict()` (tensors moved to CPU) at `path` and `config` as JSON beside it.
+
+    The JSON is written first: a weights file never exists without its configuration.
+    """
+    state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
+    write_text_atomic(json.dumps(config, indent=2, sort_keys=True) + "\n", config_path_for(path))
+    return save_atomic(state, path)
+
+
+def load_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU, with one-line errors.
+
+    Raises CheckpointError when the file is missing, truncated or not a torch file, or when it
+    carries code (pickled objects other than tensors and plain containers), which is never run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if "weights_only" in str(error) or "Unsupported global" in str(error) or "GLOBAL" in str(error):
+            raise CheckpointError(
+                f"refused to load {path}: it carries Python objects or code, not only weights "
+                "(loaded with weights_only=True; nothing in it was run)"
+            ) from None
+        raise CheckpointError(f"cannot read {what} {path}: {first_line or 'not a torch file'}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read {what} {path} (truncated or not a torch file?): {first_line}") from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a plain state dict (the seed's format, or this project's), safely.
+
+    Accepts a dict of tensors, also one nested under 'state_dict' or 'model', and strips the
+    'module.' prefix that DataParallel/DDP add.
+    """
+    data = load_file(path, "weights file")
+    if isinstance(data, dict):
+        for nested in ("state_dict", "model"):
+            if nested in data and isinstance(data[nested], dict):
+                data = data[nested]
+                break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} is not a state dict (a mapping of names to tensors)")
+    if data and all(key.startswith("module.") for key in data):
+        data = {key[len("module."):]: value for key, value in data.items()}
+    return data
+
+
+def load_network_config(path: str | Path) -> dict[str, Any] | None:
+    """The configuration stored beside a weights file, or None when there is none (seed files)."""
+    config_path = config_path_for(path)
+    if not config_path.is_file():
+        return None
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read the configuration {config_path}: {error}") from None
+
+
+def describe_key_mismatch(missing: list[str], unexpected: list[str], shown: int = 6) -> str:
+    """A short text listing missing and unexpected keys (the first few of each, with counts)."""
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            head = ", ".join(keys[:shown])
+            more = f" ... (+{len(keys) - shown} more)" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} {label} key(s): {head}{more}")
+    return "; ".join(parts) if parts else "no key differences"
+
+
+def load_weights_strict(
+    net: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, fitting_config: str = ""
+) -> None:
+    """`net.load_state_dict(state_dict, strict=True)` with a readable error.
+
+    The error lists missing/unexpected keys and shape differences, and (when given) names the
+    configuration that would fit the file, e.g. "--ngf 32 --image-size 256".
+    """
+    own = net.state_dict()
+    missing = [key for key in own if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in own]
+    wrong_shape = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in own
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(own[key].shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        detail = describe_key_mismatch(missing, unexpected)
+        if wrong_shape:
+            detail += f"; {len(wrong_shape)} shape difference(s) (file vs network): " + ", ".join(wrong_shape[:4])
+        hint = f"; it fits {fitting_config}" if fitting_config else ""
+        raise CheckpointError(f"{source} does not fit this network: {detail}{hint}")
+    net.load_state_dict(state_dict, strict=True)
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """RNG states of torch (CPU and every CUDA device) for exact resume."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of capture_rng_states."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        cuda_states = states["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)

@@ -1,0 +1,149 @@
+"""Build networks from configurations and from weight files (this project's or the seed's).
+
+A weight file written by this project has its configuration beside it (`<name>.json`); a file
+written by the seed has none, and is read with the seed's configuration (generator: ngf 64,
+26 input channels, 384 px; NADS-Net: PVT-tiny at 384 px, 9 or 10 heatmaps as the file says).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.checkpoints import CheckpointError, load_network_config, load_state_dict_file, load_weights_strict
+from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, REFERENCE_IMAGE_SIZE, SEMANTIC_CHANNELS
+
+SEED_GENERATOR_CONFIG: dict[str, Any] = {
+    "network": "SPADEGenerator",
+    "semantic_nc": SEMANTIC_CHANNELS,
+    "ngf": 64,
+    "crop_size": REFERENCE_IMAGE_SIZE,
+    "num_upsampling_layers": "normal",
+}
+SEED_DISCRIMINATOR_CONFIG: dict[str, Any] = {
+    "network": "MultiscaleDiscriminator",
+    "input_nc": SEMANTIC_CHANNELS + 3,
+    "ndf": 64,
+    "n_layers": 4,
+    "num_D": 2,
+}
+SEED_NADSNET_CONFIG: dict[str, Any] = {
+    "network": "NADSNet",
+    "num_heatmaps": NUM_KEYPOINTS,
+    "num_pafs": NUM_PAF_CHANNELS,
+    "seatbelt": True,
+    "image_size": REFERENCE_IMAGE_SIZE,
+    "backbone": "pvt_tiny",
+    "fpn": "seed",
+}
+
+_GENERATOR_KEYS = ("semantic_nc", "ngf", "crop_size", "num_upsampling_layers")
+_DISCRIMINATOR_KEYS = ("input_nc", "ndf", "n_layers", "num_D")
+# Key names of the seed's NADS-Net (tests/data/seed_state_dict_keys.txt).
+_HEATMAP_OUTPUT_KEY = "keypoint_heatmap_branch.convs_on_feature_maps.4.weight"
+_SEATBELT_PREFIX = "seatbelt_segmentation_branch."
+_NADSNET_KEYS = ("num_heatmaps", "num_pafs", "seatbelt", "image_size", "backbone", "fpn")
+
+
+def _pick(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: config[key] for key in keys if key in config}
+
+
+def build_generator(config: dict[str, Any]):
+    from common.models.generator import SPADEGenerator
+
+    return SPADEGenerator(**_pick(config, _GENERATOR_KEYS))
+
+
+def build_discriminator(config: dict[str, Any]):
+    from common.models.discriminator import MultiscaleDiscriminator
+
+    return MultiscaleDiscriminator(**_pick(config, _DISCRIMINATOR_KEYS))
+
+
+def build_nadsnet(config: dict[str, Any]):
+    from common.models.nadsnet import NADSNet
+
+    return NADSNet(**_pick(config, _NADSNET_KEYS))
+
+
+def generator_config(ngf: int, image_size: int, num_upsampling_layers: str = "normal") -> dict[str, Any]:
+    return dict(SEED_GENERATOR_CONFIG, ngf=ngf, crop_size=image_size, num_upsampling_layers=num_upsampling_layers)
+
+
+def discriminator_config(ndf: int, n_layers: int = 4, num_D: int = 2) -> dict[str, Any]:
+    return dict(SEED_DISCRIMINATOR_CONFIG, ndf=ndf, n_layers=n_layers, num_D=num_D)
+
+
+def _config_flags(config: dict[str, Any]) -> str:
+    """The command-line flags that build a network of this configuration (for error hints)."""
+    if config.get("network") == "SPADEGenerator":
+        return f"--ngf {config['ngf']} --image-size {config['crop_size']}"
+    if config.get("network") == "MultiscaleDiscriminator":
+        return f"--ndf {config['ndf']}"
+    if config.get("network") == "NADSNet":
+        background = " --include-background" if config.get("num_heatmaps") == NUM_KEYPOINTS + 1 else ""
+        return f"--image-size {config['image_size']}{background}"
+    return ""
+
+
+def infer_generator_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The configuration a generator state dict was saved with, read off its shapes.
+
+    `fc.weight` is (16 ngf, semantic_nc, 3, 3). The crop size cannot be read off the weights
+    (it only sets the start grid); the seed's 384 is assumed.
+    """
+    if "fc.weight" not in state_dict:
+        raise CheckpointError("not a SPADE generator state dict (no 'fc.weight')")
+    out_channels, semantic_nc = state_dict["fc.weight"].shape[:2]
+    levels = "most" if any(key.startswith("up_4.") for key in state_dict) else "normal"
+    return dict(SEED_GENERATOR_CONFIG, ngf=int(out_channels) // 16, semantic_nc=int(semantic_nc), num_upsampling_layers=levels)
+
+
+def infer_nadsnet_config(state_dict: dict[str, torch.Tensor], image_size: int = REFERENCE_IMAGE_SIZE) -> dict[str, Any]:
+    """NADS-Net's configuration from a state dict: the heatmap count from its last heatmap
+    conv, the seatbelt head from its presence. The image size comes from the position
+    embedding of stage 1 (a (1, (S/4)^2, 64) tensor) when there is one."""
+    config = dict(SEED_NADSNET_CONFIG, image_size=image_size)
+    if _HEATMAP_OUTPUT_KEY in state_dict:
+        config["num_heatmaps"] = int(state_dict[_HEATMAP_OUTPUT_KEY].shape[0])
+    config["seatbelt"] = any(k.startswith(_SEATBELT_PREFIX) for k in state_dict)
+    for name, value in state_dict.items():
+        if name.endswith("pos_embed_1"):
+            tokens = int(value.shape[1])
+            side = int(round(tokens ** 0.5))
+            if side * side == tokens:
+                config["image_size"] = side * 4
+            break
+    return config
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A generator from a weights file, with its configuration (the JSON beside it, else the
+    seed's configuration inferred from the shapes). Raises CheckpointError on a mismatch."""
+    state_dict = load_state_dict_file(path)
+    config = load_network_config(path) or infer_generator_config(state_dict)
+    net = build_generator(config)
+    load_weights_strict(net, state_dict, path, _config_flags(infer_generator_config(state_dict) | {"crop_size": config["crop_size"]}))
+    return net.to(device), config
+
+
+def load_nadsnet(
+    path: str | Path, device: torch.device | str = "cpu", image_size: int | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A NADS-Net from a weights file (this project's, or the seed's), with its configuration.
+
+    `image_size`, when given, must equal the file's (position embeddings are sized for it).
+    """
+    state_dict = load_state_dict_file(path)
+    config = load_network_config(path) or infer_nadsnet_config(state_dict)
+    if image_size is not None and int(config["image_size"]) != int(image_size):
+        raise CheckpointError(
+            f"{path} holds a NADS-Net for {config['image_size']} px input, but this run uses {image_size} px "
+            f"(use --image-size {config['image_size']}, or NADS-Net weights trained at {image_size} px)"
+        )
+    net = build_nadsnet(config)
+    load_weights_strict(net, state_dict, path, _config_flags(infer_nadsnet_config(state_dict, int(config["image_size"]))))
+    return net.to(device), config

@@ -1,0 +1,194 @@
+"""The GAN: generator, discriminator, their losses and the frozen NADS-Net guidance.
+
+Plain methods instead of SPADE's `forward(mode=...)` switch:
+- `generator_losses(semantics, real)` -> the G step's loss terms and the fake;
+- `discriminator_losses(semantics, real, fake=None)` -> the D step's loss terms.
+
+Work the seed did and nobody used is not done here, without changing any value:
+- NADS-Net's and VGG's parameters are frozen (no weight gradients); their real-image branches
+  run without autograd;
+- in the G step the discriminator's parameters are frozen, and the real image goes through it
+  without autograd (only its features are used, as fixed targets);
+- in the D step the fake is generated without autograd (it is detached in any case).
+
+Images are (B, 3, S, S) RGB in [-1, 1] (the generator's tanh range). Where NADS-Net or VGG
+consume them they are converted to ImageNet normalisation, unless `image_range='seed'`
+reproduces the seed, which fed [-1, 1] images to both (SPEC 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.imaging import gan_to_imagenet
+from common.maps import gan_input
+from common.models.losses import GANLoss, dice_bce_loss, feature_matching_loss
+
+
+@dataclass
+class LossWeights:
+    """Weights of the G step's terms (SPEC 8); a term whose network is missing is off."""
+
+    feat: float = 10.0
+    vgg: float = 10.0
+    heatmap: float = 100.0
+    paf: float = 100.0
+    seatbelt: float = 1.0
+    use_feat: bool = True
+
+
+def set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for parameter in net.parameters():
+        parameter.requires_grad_(flag)
+
+
+class GANModel(nn.Module):
+    """G, D, the losses and the guidance, placed on their devices.
+
+    Args:
+        generator: SPADEGenerator (on `gan_device`).
+        discriminator: MultiscaleDiscriminator (on `gan_device`).
+        gan_mode: 'hinge', 'original', 'ls' or 'w'.
+        weights: the loss weights.
+        vgg_loss: a VGGLoss with weights (on `gan_device`) or None (term off).
+        nadsnet: a pretrained NADS-Net (on `nadsnet_device`) or None (guidance off). It is
+            frozen and put in eval mode here.
+        image_range: 'converted' or 'seed' (see module docstring).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        gan_mode: str = "hinge",
+        weights: LossWeights | None = None,
+        vgg_loss: nn.Module | None = None,
+        nadsnet: nn.Module | None = None,
+        image_range: str = "converted",
+        gan_device: torch.device | str = "cpu",
+        nadsnet_device: torch.device | str = "cpu",
+    ):
+        super().__init__()
+        if image_range not in ("converted", "seed"):
+            raise ValueError(f"image_range must be 'converted' or 'seed', got {image_range!r}")
+        self.gan_device = torch.device(gan_device)
+        self.nadsnet_device = torch.device(nadsnet_device)
+        self.netG = generator.to(self.gan_device)
+        self.netD = discriminator.to(self.gan_device)
+        self.criterion_gan = GANLoss(gan_mode)
+        self.weights = weights or LossWeights()
+        self.image_range = image_range
+        self.vgg_loss = vgg_loss.to(self.gan_device) if vgg_loss is not None else None
+        if self.vgg_loss is not None:
+            set_requires_grad(self.vgg_loss, False)
+            self.vgg_loss.eval()
+        self.nadsnet = nadsnet.to(self.nadsnet_device) if nadsnet is not None else None
+        if self.nadsnet is not None:
+            set_requires_grad(self.nadsnet, False)
+            self.nadsnet.eval()
+
+    def train(self, mode: bool = True) -> "GANModel":
+        """Only G and D follow train/eval; the frozen guidance networks always stay in eval mode."""
+        self.training = mode
+        self.netG.train(mode)
+        self.netD.train(mode)
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    def prepare_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A collated dataset batch -> (semantics (B, 26, S, S), real (B, 3, S, S) in [-1, 1]).
+
+        The label maps are rendered on the GAN's device from the keypoints (no CPU maps).
+        """
+        from common.imaging import imagenet_to_gan
+
+        non_blocking = self.gan_device.type == "cuda"
+        image = batch["image"].to(self.gan_device, non_blocking=non_blocking)
+        seatbelt = batch["seatbelt"].to(self.gan_device, non_blocking=non_blocking)
+        keypoints = batch["keypoints"].to(self.gan_device, non_blocking=non_blocking)
+        semantics = gan_input(keypoints, seatbelt, image.shape[-1])
+        return semantics, imagenet_to_gan(image)
+
+    def active_terms(self) -> dict[str, bool]:
+        """Which G-step terms are on (for the start-of-run report)."""
+        guidance = self.nadsnet is not None
+        return {
+            "GAN": True,
+            "GAN_Feat": self.weights.use_feat,
+            "VGG": self.vgg_loss is not None,
+            "heatmap": guidance,
+            "paf": guidance,
+            "seatbelt": guidance and getattr(self.nadsnet, "seatbelt", True),
+        }
+
+    def _for_pretrained(self, images: torch.Tensor) -> torch.Tensor:
+        return gan_to_imagenet(images) if self.image_range == "converted" else images
+
+    # ------------------------------------------------------------------ networks
+    def generate(self, semantics: torch.Tensor) -> torch.Tensor:
+        return self.netG(semantics)
+
+    def discriminate(self, semantics: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
+        return self.netD(torch.cat([semantics, image], dim=1))
+
+    # ------------------------------------------------------------------ G step
+    def generator_losses(self, semantics: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Loss terms of the G step (each already weighted) and the fake (B, 3, S, S)."""
+        set_requires_grad(self.netD, False)
+        try:
+            fake = self.generate(semantics)
+            losses: dict[str, torch.Tensor] = {}
+            pred_fake = self.discriminate(semantics, fake)
+            losses["GAN"] = self.criterion_gan(pred_fake, True, for_discriminator=False)
+            if self.weights.use_feat:
+                with torch.no_grad():
+                    pred_real = self.discriminate(semantics, real)
+                losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, self.weights.feat)
+            if self.vgg_loss is not None:
+                losses["VGG"] = self.vgg_loss(self._for_pretrained(fake), self._for_pretrained(real)) * self.weights.vgg
+            if self.nadsnet is not None:
+                losses.update(self.guidance_losses(fake, real))
+        finally:
+            set_requires_grad(self.netD, True)
+        return losses, fake
+
+    def guidance_losses(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """NADS-Net on fake vs on real (SPEC 8): heatmap and PAF MSE, seatbelt Dice-BCE.
+
+        NADS-Net may sit on another device: the images move there, the losses come back.
+        """
+        device = self.nadsnet_device
+        fake_in = self._for_pretrained(fake).to(device)
+        with torch.no_grad():
+            target = self.nadsnet(self._for_pretrained(real).to(device))
+        prediction = self.nadsnet(fake_in)
+        losses = {
+            "heatmap": F.mse_loss(prediction[0].float(), target[0].float()) * self.weights.heatmap,
+            "paf": F.mse_loss(prediction[1].float(), target[1].float()) * self.weights.paf,
+        }
+        if len(prediction) > 2:
+            losses["seatbelt"] = dice_bce_loss(prediction[2].float(), target[2].float()) * self.weights.seatbelt
+        return {name: value.to(self.gan_device) for name, value in losses.items()}
+
+    # ------------------------------------------------------------------ D step
+    def discriminator_losses(
+        self, semantics: torch.Tensor, real: torch.Tensor, fake: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms of the D step. The fake is regenerated without autograd unless given."""
+        if fake is None:
+            with torch.no_grad():
+                fake = self.generate(semantics)
+        fake = fake.detach()
+        predictions = self.discriminate(torch.cat([semantics, semantics], dim=0), torch.cat([fake, real], dim=0))
+        batch = fake.shape[0]
+        pred_fake = [[layer[:batch] for layer in scale] for scale in predictions]
+        pred_real = [[layer[batch:] for layer in scale] for scale in predictions]
+        return {
+            "D_Fake": self.criterion_gan(pred_fake, False, for_discriminator=True),
+            "D_real": self.criterion_gan(pred_real, True, for_discriminator=True),
+        }

@@ -1,0 +1,123 @@
+"""Optimisers, learning-rate schedule and the two update steps of the GAN.
+
+Adam with betas (0, 0.9) and the two time-scale update rule (G at lr/2, D at 2 lr); the
+learning rate is constant for `niter` epochs, then decays linearly over `niter_decay` epochs
+(NVlabs SPADE lowers it by lr / niter_decay at the end of every epoch past niter).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from common.devices import autocast_context
+from gan.model import GANModel
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the term."""
+
+
+class GANTrainer:
+    def __init__(
+        self,
+        model: GANModel,
+        lr: float = 0.0002,
+        beta1: float = 0.0,
+        beta2: float = 0.9,
+        ttur: bool = True,
+        niter: int = 50,
+        niter_decay: int = 0,
+        amp: str = "off",
+    ):
+        self.model = model
+        self.base_lr = lr
+        self.ttur = ttur
+        self.niter = niter
+        self.niter_decay = niter_decay
+        self.amp = amp
+        if ttur:
+            betas = (0.0, 0.9)
+        else:
+            betas = (beta1, beta2)
+        g_lr, d_lr = self.split_lr(lr)
+        self.optimizer_G = torch.optim.Adam(model.netG.parameters(), lr=g_lr, betas=betas)
+        self.optimizer_D = torch.optim.Adam(model.netD.parameters(), lr=d_lr, betas=betas)
+        # fp16 needs loss scaling; bf16 has float32's range and does not.
+        enabled = amp == "fp16" and model.gan_device.type == "cuda"
+        self.scaler_G = torch.amp.GradScaler("cuda", enabled=enabled)
+        self.scaler_D = torch.amp.GradScaler("cuda", enabled=enabled)
+        self.last_fake: torch.Tensor | None = None
+
+    def split_lr(self, lr: float) -> tuple[float, float]:
+        """(G lr, D lr) for a base lr: TTUR halves G's and doubles D's."""
+        return (lr / 2, lr * 2) if self.ttur else (lr, lr)
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        """Base lr while training epoch `epoch` (1-based): constant, then linear decay."""
+        if self.niter_decay <= 0 or epoch <= self.niter + 1:
+            return self.base_lr
+        return max(0.0, self.base_lr - (epoch - self.niter - 1) * self.base_lr / self.niter_decay)
+
+    def set_epoch(self, epoch: int) -> float:
+        """Set both optimisers' learning rates for `epoch`; returns the base lr."""
+        lr = self.lr_for_epoch(epoch)
+        g_lr, d_lr = self.split_lr(lr)
+        for group in self.optimizer_G.param_groups:
+            group["lr"] = g_lr
+        for group in self.optimizer_D.param_groups:
+            group["lr"] = d_lr
+        return lr
+
+    @staticmethod
+    def check_finite(losses: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([value.detach().float() for value in losses.values()])
+        if not bool(torch.isfinite(values).all()):
+            bad = [name for name, value in losses.items() if not math.isfinite(float(value))]
+            raise NonFiniteLossError(f"non-finite loss term(s): {', '.join(bad)}")
+
+    def generator_step(self, semantics: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One G update; returns the detached loss terms."""
+        self.optimizer_G.zero_grad(set_to_none=True)
+        with autocast_context(self.model.gan_device, self.amp):
+            losses, fake = self.model.generator_losses(semantics, real)
+        self.check_finite(losses)
+        total = sum(losses.values())
+        self.scaler_G.scale(total).backward()
+        self.scaler_G.step(self.optimizer_G)
+        self.scaler_G.update()
+        self.last_fake = fake.detach()
+        return {name: value.detach() for name, value in losses.items()}
+
+    def discriminator_step(
+        self, semantics: torch.Tensor, real: torch.Tensor, reuse_fake: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """One D update; regenerates the fake unless `reuse_fake` (then the G step's is used)."""
+        self.optimizer_D.zero_grad(set_to_none=True)
+        fake = self.last_fake if reuse_fake else None
+        with autocast_context(self.model.gan_device, self.amp):
+            losses = self.model.discriminator_losses(semantics, real, fake)
+        self.check_finite(losses)
+        total = sum(losses.values())
+        self.scaler_D.scale(total).backward()
+        self.scaler_D.step(self.optimizer_D)
+        self.scaler_D.update()
+        return {name: value.detach() for name, value in losses.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer_G": self.optimizer_G.state_dict(),
+            "optimizer_D": self.optimizer_D.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(),
+            "scaler_D": self.scaler_D.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer_G.load_state_dict(state["optimizer_G"])
+        self.optimizer_D.load_state_dict(state["optimizer_D"])
+        if state.get("scaler_G"):
+            self.scaler_G.load_state_dict(state["scaler_G"])
+        if state.get("scaler_D"):
+            self.scaler_D.load_state_dict(state["scaler_D"])
