@@ -1,0 +1,407 @@
+"""The seed's annotated frames as a PyTorch dataset: image, seatbelt mask and people's poses.
+
+Annotation format (SPEC 1): a JSON object whose `annotations` list holds objects with
+`"label"`, `"image_id"` and `"keypoints"`. Only `"label": "Person"` is used. `image_id` is a
+path relative to the images and masks folders, without extension; backslashes mean `/`.
+`keypoints` is a flat list of 27 numbers, (x, y, v) for each of the 9 keypoints of
+common.pose, in pixels of the source image; v is 0 (not labelled), 1 (occluded) or
+2 (visible). Several Person annotations with the same image_id are several people.
+
+Everything the file could get wrong is checked when the dataset is built, so a bad file fails
+before training starts, with one line naming the file, the annotation and the field
+(`DataError`).
+
+Sample geometry: the frame is stretched to `image_size` x `image_size` (aspect not kept) and
+keypoints are scaled with it, x * S / width and y * S / height, with sub-pixel precision.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from common.augment import ARM_AUGMENT_MODES, arm_augment
+from common.imaging import IMAGENET_MEAN, IMAGENET_STD
+from common.pose import KEYPOINT_NAMES, NUM_KEYPOINTS, check_image_size
+
+PERSON_LABEL = "Person"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # tried in this order
+MASK_THRESHOLD = 0.5  # resized mask values above this are belt (SPEC 4 fix of the seed's uint8 cast)
+VALUES_PER_ANNOTATION = 3 * NUM_KEYPOINTS
+_MAX_LISTED_FILES = 5
+
+# ImageNet normalisation folded into one multiply-add on 0..255 values, RGB order, (3, 1, 1).
+_PIXEL_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float32))).reshape(3, 1, 1)
+_PIXEL_OFFSET = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) / np.asarray(IMAGENET_STD, dtype=np.float32)).reshape(
+    3, 1, 1
+)
+
+
+class DataError(ValueError):
+    """A data file is missing or does not hold what the loader expects (one-line message
+    naming the file, the annotation index and the field)."""
+
+
+# --------------------------------------------------------------------------- image decoding
+
+
+def _to_8bit_range(pixels: np.ndarray) -> np.ndarray:
+    """Any integer image -> float32 in the 0..255 range (16-bit: * 255 / 65535)."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32)
+    if np.issubdtype(pixels.dtype, np.integer):
+        return pixels.astype(np.float32) * np.float32(255.0 / np.iinfo(pixels.dtype).max)
+    return pixels.astype(np.float32) * np.float32(255.0)  # float images (e.g. EXR) are in [0, 1]
+
+
+def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Read a frame and return the network input image.
+
+    Decodes as colour (grey -> 3 channels, alpha dropped, 16-bit kept at full depth and mapped
+    to the 8-bit range), resizes to image_size x image_size bicubically in float32 (no
+    saturation, aspect ratio not kept), BGR -> RGB, / 255, ImageNet normalisation.
+
+    Returns float32 (3, S, S), RGB, ImageNet-normalised (about [-2.1, 2.7]).
+    Raises DataError naming the file when it cannot be decoded.
+    """
+    pixels = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if pixels is None:
+        raise DataError(f"{path}: image cannot be read or decoded (corrupt or not an image)")
+    resized = cv2.resize(_to_8bit_range(pixels), (image_size, image_size), interpolation=cv2.INTER_CUBIC)
+    rgb = resized.transpose(2, 0, 1)[::-1]  # (3, S, S) view, BGR -> RGB
+    return np.ascontiguousarray(rgb * _PIXEL_SCALE + _PIXEL_OFFSET, dtype=np.float32)
+
+
+def load_seatbelt_mask(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Read a seatbelt mask and return the network's seatbelt target.
+
+    Takes the first channel of the file as OpenCV decodes it (the grey value of a grey PNG),
+    divides by the type's maximum (255, or 65535 for 16-bit), resizes bicubically to
+    image_size x image_size and thresholds at 0.5. (The seed cast the resized mask to uint8,
+    which kept only pixels that were exactly 1.0, so thin belts vanished; SPEC 4.)
+
+    Returns float32 (1, S, S) with values in {0, 1}.
+    Raises DataError naming the file when it cannot be decoded.
+    """
+    pixels = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise DataError(f"{path}: seatbelt mask cannot be read or decoded (corrupt or not an image)")
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 0]
+    fraction = _to_8bit_range(np.ascontiguousarray(pixels)) * np.float32(1.0 / 255.0)
+    resized = cv2.resize(fraction, (image_size, image_size), interpolation=cv2.INTER_CUBIC)
+    return (resized > MASK_THRESHOLD).astype(np.float32)[None]
+
+
+def _image_header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header only (no pixel decoding)."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise DataError(f"{path}: cannot be decoded as an image ({type(error).__name__}: {error})") from None
+
+
+# --------------------------------------------------------------------------- annotation parsing
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe_value(position: int) -> str:
+    """'keypoints[7]' -> 'y of keypoint 2 (right_shoulder)'."""
+    keypoint, component = divmod(position, 3)
+    return f"{'xyv'[component]} of keypoint {keypoint} ({KEYPOINT_NAMES[keypoint]})"
+
+
+def _read_annotation_list(annotation_file: Path) -> list:
+    try:
+        with open(annotation_file, "rb") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"{annotation_file}: annotation file not found") from None
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{annotation_file}: not valid JSON (truncated or malformed): {error.msg} "
+            f"at line {error.lineno}, column {error.colno} (character {error.pos})"
+        ) from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise DataError(f"{annotation_file}: cannot be read as JSON text ({error})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{annotation_file}: top level must be a JSON object with an 'annotations' list, got {type(data).__name__}")
+    if "annotations" not in data:
+        raise DataError(f"{annotation_file}: top-level object has no 'annotations' field (keys: {sorted(data)[:10]})")
+    annotations = data["annotations"]
+    if not isinstance(annotations, list):
+        raise DataError(f"{annotation_file}: field 'annotations' must be a list, got {type(annotations).__name__}")
+    if not annotations:
+        raise DataError(f"{annotation_file}: field 'annotations' is an empty list; expected at least one 'Person' annotation")
+    return annotations
+
+
+def _parse_person_annotations(annotation_file: Path, annotations: list) -> tuple[list[int], list[str], np.ndarray]:
+    """Validate every annotation; return the Person annotations' indices, normalised image_ids
+    and keypoints (N, 9, 3) float64 in source pixels."""
+    person_indices: list[int] = []
+    image_ids: list[str] = []
+    keypoint_rows: list[list] = []
+    other_labels: dict[str, int] = {}
+    for index, annotation in enumerate(annotations):
+        where = f"{annotation_file}: annotation {index}"
+        if not isinstance(annotation, dict):
+            raise DataError(f"{where}: expected an object with 'label', 'image_id' and 'keypoints', got {type(annotation).__name__}")
+        if "label" not in annotation:
+            raise DataError(f"{where}: field 'label' is missing; expected a label such as \"Person\"")
+        label = annotation["label"]
+        if label != PERSON_LABEL:
+            other_labels[repr(label)] = other_labels.get(repr(label), 0) + 1
+            continue
+        for field in ("image_id", "keypoints"):
+            if field not in annotation:
+                raise DataError(f"{where}: field '{field}' is missing from a Person annotation")
+        image_id = annotation["image_id"]
+        if not isinstance(image_id, str) or not image_id.strip():
+            raise DataError(f"{where}: field 'image_id' must be a non-empty relative path string, got {image_id!r}")
+        keypoints = annotation["keypoints"]
+        if not isinstance(keypoints, list) or len(keypoints) != VALUES_PER_ANNOTATION:
+            got = f"{len(keypoints)} items" if isinstance(keypoints, list) else type(keypoints).__name__
+            raise DataError(f"{where}: field 'keypoints' must be a list of {VALUES_PER_ANNOTATION} numbers (x, y, v per keypoint), got {got}")
+        if not all(_is_number(value) for value in keypoints):
+            position = next(p for p, value in enumerate(keypoints) if not _is_number(value))
+            raise DataError(
+                f"{where}: field 'keypoints'[{position}] ({_describe_value(position)}) must be a number, "
+                f"got {keypoints[position]!r}"
+            )
+        person_indices.append(index)
+        image_ids.append(image_id.replace("\\", "/").strip("/"))
+        keypoint_rows.append(keypoints)
+
+    if not person_indices:
+        found = ", ".join(f"{label} x{count}" for label, count in sorted(other_labels.items()))
+        raise DataError(f"{annotation_file}: no annotation has label \"{PERSON_LABEL}\" (labels found: {found})")
+
+    values = np.asarray(keypoint_rows, dtype=np.float64)  # (N, 27); numbers only, checked above
+    not_finite = ~np.isfinite(values)
+    if not_finite.any():
+        row, position = np.argwhere(not_finite)[0]
+        raise DataError(
+            f"{annotation_file}: annotation {person_indices[row]}: field 'keypoints'[{position}] "
+            f"({_describe_value(position)}) must be a finite number, got {values[row, position]}"
+        )
+    values = values.reshape(-1, NUM_KEYPOINTS, 3)
+    bad_visibility = ~np.isin(values[:, :, 2], (0.0, 1.0, 2.0))
+    if bad_visibility.any():
+        row, keypoint = np.argwhere(bad_visibility)[0]
+        position = 3 * keypoint + 2
+        raise DataError(
+            f"{annotation_file}: annotation {person_indices[row]}: field 'keypoints'[{position}] "
+            f"({_describe_value(position)}) must be 0, 1 or 2, got {values[row, keypoint, 2]:g}"
+        )
+    return person_indices, image_ids, values
+
+
+def _find_file(folder: Path, image_id: str) -> Path | None:
+    for extension in IMAGE_EXTENSIONS:
+        candidate = folder / (image_id + extension)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class PoseDataset(torch.utils.data.Dataset):
+    """Frames with their seatbelt masks and people's poses, one sample per distinct image_id.
+
+    Args:
+        annotation_file: the seed-format JSON (see the module docstring).
+        images_dir: folder holding `<image_id>.png` (or .jpg / .jpeg when no .png exists).
+        masks_dir: folder holding the seatbelt mask `<image_id>.png` (or .jpg / .jpeg).
+        image_size: network input size S (a positive multiple of 32).
+        arm_augment: 'none' | 'slightly' | 'highly' (SPEC 5), applied to a copy of the
+            keypoints to give `augmented_keypoints`.
+        seed: seed of the augmentation; sample i of epoch e draws from
+            np.random.default_rng([seed, e, i]), so results do not depend on the worker count.
+
+    Attributes (read-only by convention):
+        image_ids: list[str] of N normalised ids (forward slashes), in first-seen order.
+        image_paths, mask_paths: list[Path] of N files.
+        source_sizes: int64 (N, 2) (width, height) of each image in pixels.
+        keypoints: list of N read-only float32 arrays (P, 9, 2), (x, y) in input pixels of the
+            S x S input, NaN where missing (v = 0, negative or outside the source frame).
+
+    Keypoints outside the source frame (x >= width or y >= height) count as missing; one
+    warning gives their count for the whole file.
+
+    Note: `set_epoch` changes this object; DataLoader workers get a copy when an epoch's
+    iteration starts, so call it before iterating and do not use `persistent_workers=True`
+    with augmentation (the workers would keep the first epoch's value).
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | os.PathLike,
+        images_dir: str | os.PathLike,
+        masks_dir: str | os.PathLike,
+        image_size: int = 384,
+        arm_augment: str = "none",
+        seed: int = 0,
+    ) -> None:
+        self.image_size = check_image_size(image_size)
+        if arm_augment not in ARM_AUGMENT_MODES:
+            raise ValueError(f"arm_augment must be one of {ARM_AUGMENT_MODES}, got {arm_augment!r}")
+        self.arm_augment = arm_augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.annotation_file = Path(annotation_file)
+        self.images_dir = Path(images_dir)
+        self.masks_dir = Path(masks_dir)
+        for name, folder in (("images", self.images_dir), ("masks", self.masks_dir)):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: {name} folder not found (given for {self.annotation_file})")
+
+        annotations = _read_annotation_list(self.annotation_file)
+        person_indices, annotation_image_ids, values = _parse_person_annotations(self.annotation_file, annotations)
+
+        # Group people by image, keeping the order in which images first appear.
+        people_of_image: dict[str, list[int]] = {}
+        for row, image_id in enumerate(annotation_image_ids):
+            people_of_image.setdefault(image_id, []).append(row)
+        self.image_ids = list(people_of_image)
+        first_annotation = [person_indices[rows[0]] for rows in people_of_image.values()]
+
+        self.image_paths, self.mask_paths = self._resolve_files(first_annotation)
+        self.source_sizes = self._read_source_sizes(first_annotation)
+        self.keypoints = self._scale_keypoints(values, list(people_of_image.values()))
+
+    # ---- construction helpers
+
+    def _resolve_files(self, first_annotation: list[int]) -> tuple[list[Path], list[Path]]:
+        image_paths, mask_paths, missing = [], [], []
+        for image_id, annotation_index in zip(self.image_ids, first_annotation):
+            for kind, folder, found in (("image", self.images_dir, image_paths), ("mask", self.masks_dir, mask_paths)):
+                path = _find_file(folder, image_id)
+                found.append(path)
+                if path is None:
+                    missing.append((kind, annotation_index, folder / (image_id + IMAGE_EXTENSIONS[0])))
+        if missing:
+            images = sum(kind == "image" for kind, _, _ in missing)
+            listed = "; ".join(
+                f"annotation {index} field 'image_id' -> {kind} {path}" for kind, index, path in missing[:_MAX_LISTED_FILES]
+            )
+            more = f"; and {len(missing) - _MAX_LISTED_FILES} more" if len(missing) > _MAX_LISTED_FILES else ""
+            raise DataError(
+                f"{self.annotation_file}: {len(missing)} files missing ({images} images, {len(missing) - images} masks; "
+                f"tried {'/'.join(IMAGE_EXTENSIONS)}): {listed}{more}"
+            )
+        return image_paths, mask_paths
+
+    def _read_source_sizes(self, first_annotation: list[int]) -> np.ndarray:
+        sizes = np.empty((len(self.image_ids), 2), dtype=np.int64)
+        for i, (image_path, mask_path) in enumerate(zip(self.image_paths, self.mask_paths)):
+            image_size = _image_header_size(image_path)
+            mask_size = _image_header_size(mask_path)
+            if image_size != mask_size:
+                raise DataError(
+                    f"{mask_path}: mask is {mask_size[0]}x{mask_size[1]} (width x height) but its image {image_path} is "
+                    f"{image_size[0]}x{image_size[1]}; expected the same size "
+                    f"(annotation {first_annotation[i]}, field 'image_id' {self.image_ids[i]!r})"
+                )
+            sizes[i] = image_size
+        return sizes
+
+    def _scale_keypoints(self, values: np.ndarray, rows_of_image: list[list[int]]) -> list[np.ndarray]:
+        """(N_annotations, 9, 3) source pixels -> per image (P, 9, 2) float32 input pixels, NaN missing."""
+        image_of_row = np.empty(len(values), dtype=np.int64)
+        for image_index, rows in enumerate(rows_of_image):
+            image_of_row[rows] = image_index
+        size_of_row = self.source_sizes[image_of_row][:, None, :].astype(np.float64)  # (N, 1, 2) w, h
+        xy, visibility = values[:, :, :2], values[:, :, 2]
+        labelled = (visibility >= 1) & (xy >= 0).all(axis=2)
+        outside = labelled & (xy >= size_of_row).any(axis=2)
+        if outside.any():
+            warnings.warn(
+                f"{self.annotation_file}: {int(outside.sum())} labelled keypoints in "
+                f"{int(outside.any(axis=1).sum())} annotations lie outside their image "
+                f"(x >= width or y >= height); treated as missing",
+                stacklevel=3,
+            )
+        present = labelled & ~outside
+        scaled = np.where(present[:, :, None], xy * self.image_size / size_of_row, np.nan).astype(np.float32)
+        keypoints = []
+        for rows in rows_of_image:
+            people = scaled[rows]
+            people.flags.writeable = False  # augmentation must work on copies (the seed's aliasing bug)
+            keypoints.append(people)
+        return keypoints
+
+    # ---- Dataset API
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of `epoch` (call before iterating over the epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One sample:
+        "image": float32 tensor (3, S, S), RGB, ImageNet-normalised;
+        "seatbelt": float32 tensor (1, S, S) in {0, 1};
+        "keypoints": float32 tensor (P, 9, 2), (x, y) input pixels, NaN missing (P may be 0 only
+            for datasets built otherwise; here P >= 1);
+        "augmented_keypoints": float32 tensor (P, 9, 2), arm augmentation of "keypoints" drawn
+            from np.random.default_rng([seed, epoch, index]); equal to "keypoints" for 'none';
+        "image_id": str; "index": int.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample index {index} out of range for {len(self)} samples")
+        keypoints = self.keypoints[index]  # read-only: augmentation cannot alias it
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        augmented = arm_augment(keypoints, self.arm_augment, rng, image_size=self.image_size).astype(np.float32, copy=False)
+        return {
+            "image": torch.from_numpy(load_image(self.image_paths[index], self.image_size)),
+            "seatbelt": torch.from_numpy(load_seatbelt_mask(self.mask_paths[index], self.image_size)),
+            "keypoints": torch.from_numpy(keypoints.copy()),
+            "augmented_keypoints": torch.from_numpy(augmented),
+            "image_id": self.image_ids[index],
+            "index": int(index),
+        }
+
+
+def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch PoseDataset samples (B of them); people counts may differ (and may be 0).
+
+    Returns:
+        "image": float32 (B, 3, S, S); "seatbelt": float32 (B, 1, S, S);
+        "keypoints", "augmented_keypoints": float32 (B, Pmax, 9, 2), padded with NaN people
+            (Pmax = largest P in the batch, 0 when no sample has a person);
+        "image_id": list[str]; "index": int64 (B,).
+    """
+    if not samples:
+        raise ValueError("collate_poses needs at least one sample")
+    max_people = max(len(sample["keypoints"]) for sample in samples)
+    batch: dict[str, Any] = {
+        "image": torch.stack([sample["image"] for sample in samples]),
+        "seatbelt": torch.stack([sample["seatbelt"] for sample in samples]),
+        "image_id": [sample["image_id"] for sample in samples],
+        "index": torch.tensor([int(sample["index"]) for sample in samples], dtype=torch.long),
+    }
+    for key in ("keypoints", "augmented_keypoints"):
+        padded = torch.full((len(samples), max_people, NUM_KEYPOINTS, 2), math.nan, dtype=torch.float32)
+        for row, sample in enumerate(samples):
+            people = torch.as_tensor(sample[key], dtype=torch.float32)
+            padded[row, : len(people)] = people
+        batch[key] = padded
+    return batch
