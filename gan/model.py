@@ -8,7 +8,8 @@ Work the seed did and nobody used is not done here, without changing any value:
 - NADS-Net's and VGG's parameters are frozen (no weight gradients); their real-image branches
   run without autograd;
 - in the G step the discriminator's parameters are frozen, and the real image goes through it
-  without autograd (only its features are used, as fixed targets);
+  without autograd (only its features are used, as fixed targets) and without advancing its
+  spectral-norm vectors a second time (the seed ran fake and real through D in one batch);
 - in the D step the fake is generated without autograd (it is detached in any case).
 
 Images are (B, 3, S, S) RGB in [-1, 1] (the generator's tanh range). Where NADS-Net or VGG
@@ -28,6 +29,7 @@ from torch import nn
 from common.imaging import gan_to_imagenet
 from common.maps import gan_input
 from common.models.losses import GANLoss, dice_bce_loss, feature_matching_loss
+from common.models.normalization import frozen_norm_statistics
 
 
 @dataclass
@@ -146,7 +148,9 @@ class GANModel(nn.Module):
             pred_fake = self.discriminate(semantics, fake)
             losses["GAN"] = self.criterion_gan(pred_fake, True, for_discriminator=False)
             if self.weights.use_feat:
-                with torch.no_grad():
+                # No autograd, and no second spectral-norm power iteration: the real image sees
+                # the same normalised weights as the fake, as in the seed's single fake+real batch.
+                with torch.no_grad(), frozen_norm_statistics(self.netD):
                     pred_real = self.discriminate(semantics, real)
                 losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, self.weights.feat)
             if self.vgg_loss is not None:
