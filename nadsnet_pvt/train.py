@@ -1,0 +1,474 @@
+"""NADS-Net training, top to bottom: options -> data -> networks -> the epoch loop -> pictures.
+
+Each training batch has its first samples rendered by the pretrained SPADE generator in
+changed arm poses (nadsnet_pvt.batch, SPEC 10); after every epoch NADS-Net is validated on
+the validation JSON (losses, PCK, seatbelt IoU / Dice: nadsnet_pvt.metrics).
+
+Files in `--checkpoints-dir`:
+- `nadsnet_best.pth` (+ `nadsnet_best.json`, its configuration): a plain state dict, written
+  only when an epoch's validation loss is the lowest so far;
+- `nadsnet_train_state.pth`: everything an exact `--continue-train` needs (weights, optimiser,
+  scheduler, best loss, epoch and batch position, RNG states, curves), written after every
+  epoch and on Ctrl-C;
+- `nadsnet_log.txt` (epoch summaries), `nadsnet_opt.txt` (options), `tensorboard/nadsnet/`
+  (scalars per epoch), `web/nadsnet.html` with `web/images/nadsnet_*.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common.checkpoints import (
+    CheckpointError,
+    capture_rng_states,
+    load_file,
+    load_weights_strict,
+    restore_rng_states,
+    save_atomic,
+    save_network,
+    write_text_atomic,
+)
+from common.dataset import DataError, PoseDataset, collate_poses
+from common.devices import describe_placement, resolve_devices
+from common.maps import nadsnet_targets
+from common.models.factory import build_nadsnet, load_generator
+from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
+from common.sampling import ResumableSampler
+from nadsnet_pvt.batch import GeneratedSamples, build_training_batch, generated_count, geometric_generator
+from nadsnet_pvt.metrics import ValidationMetrics, format_keypoint_table
+from nadsnet_pvt.options import format_options
+from nadsnet_pvt.trainer import NADSNetTrainer, NonFiniteLossError
+from nadsnet_pvt.visualizer import NADSNetVisualizer
+
+TRAIN_STATE = "nadsnet_train_state.pth"
+BEST_WEIGHTS = "nadsnet_best.pth"
+STATE_FORMAT = "nadsnet-train-state/1"
+# Options a continued run must share with the run it continues (they change what is trained on).
+RESUME_KEYS = ("batch_size", "image_size", "include_background", "gan_fraction", "arm_augment", "seed", "lr_schedule")
+LOSS_NAMES = ("total", "heatmap", "paf", "seatbelt", "dice")
+
+
+class Log:
+    """Prints above the progress bar and appends to nadsnet_log.txt."""
+
+    def __init__(self, checkpoints_dir: Path):
+        self.path = checkpoints_dir / "nadsnet_log.txt"
+
+    def info(self, message: str) -> None:
+        tqdm.write(message)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(message + "\n")
+
+
+@dataclass
+class Progress:
+    """Where the run is: `epoch` (1-based), the batches of it already trained, the sums of
+    their losses (for the epoch means), and the best validation loss so far."""
+
+    epoch: int = 1
+    epoch_batches: int = 0
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    loss_batches: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+
+    def add(self, losses: dict[str, float]) -> None:
+        for name, value in losses.items():
+            self.loss_sums[name] = self.loss_sums.get(name, 0.0) + value
+        self.loss_batches += 1
+
+    def epoch_means(self) -> dict[str, float]:
+        return {name: total / max(1, self.loss_batches) for name, total in self.loss_sums.items()}
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.epoch_batches = 0
+        self.loss_sums = {}
+        self.loss_batches = 0
+
+
+# --------------------------------------------------------------------------- building
+
+
+def nadsnet_config(options: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "network": "NADSNet",
+        "num_heatmaps": NUM_KEYPOINTS + int(options.include_background),
+        "num_pafs": NUM_PAF_CHANNELS,
+        "seatbelt": True,
+        "image_size": options.image_size,
+        "backbone": "pvt_tiny",
+        "fpn": "seed",
+    }
+
+
+def build_network(options: argparse.Namespace, device: torch.device, log: Log) -> tuple[torch.nn.Module, dict]:
+    """NADS-Net, seeded with the run's seed, with the --pretrained weights loaded (reported)."""
+    torch.manual_seed(options.seed)
+    config = nadsnet_config(options)
+    net = build_nadsnet(config)
+    if options.pretrained is not None:
+        load_pretrained(net, options.pretrained, log)
+    return net.to(device), config
+
+
+def load_pretrained(net: torch.nn.Module, path: Path, log: Log) -> None:
+    """Seed NADS-Net state dicts, this project's, or ImageNet PVT weights (into the backbone).
+    Loads whatever fits (the seed used strict=False) and says what did not."""
+    from common.models.adapt import load_into, read_state_dict
+
+    try:
+        state_dict = read_state_dict(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise CheckpointError(f"--pretrained: {error}") from None
+    try:
+        report = load_into(net, state_dict)
+    except (ValueError, RuntimeError) as error:
+        raise CheckpointError(f"--pretrained {path}: {error}") from None
+    if not report.loaded:
+        raise CheckpointError(f"--pretrained {path}: no tensor fits NADS-Net ({report.layout} layout); nothing loaded")
+    log.info(f"--pretrained {path}: {report}")
+    if not report.complete:
+        log.info("WARNING: the tensors listed above did not load and keep their random initialisation")
+
+
+def resolve_generator_path(options: argparse.Namespace) -> Path:
+    if options.generator_weights in (None, "", "auto"):
+        return options.checkpoints_dir / "latest_net_G.pth"
+    return Path(options.generator_weights)
+
+
+def build_generated_samples(options: argparse.Namespace, device: torch.device, log: Log) -> GeneratedSamples | None:
+    """The generator for the generated half of the batches; None with --gan-fraction 0."""
+    if options.gan_fraction == 0:
+        log.info("--gan-fraction 0: plain training on real frames (no generator)")
+        return None
+    path = resolve_generator_path(options)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no generator at {path}: train one with `python train_gan.py` (it writes latest_net_G.pth), "
+            "pass --generator-weights PATH, or use --gan-fraction 0 for plain training"
+        )
+    generator, config = load_generator(path, device)
+    if int(config["crop_size"]) != options.image_size:
+        raise CheckpointError(
+            f"{path} renders {config['crop_size']} px frames but this run uses --image-size {options.image_size}; "
+            f"use --image-size {config['crop_size']} (or the matching --preset)"
+        )
+    image_range = config.get("image_range", "converted")
+    mode = "eval mode (running statistics)" if options.generator_eval else "batch statistics (stored statistics kept)"
+    log.info(
+        f"generator: {path} (ngf {config['ngf']}, {config['crop_size']} px, {mode}; outputs "
+        + ("converted to ImageNet normalisation)" if image_range == "converted" else "fed in [-1, 1], as the seed did)")
+    )
+    return GeneratedSamples(generator, device, image_range, eval_mode=options.generator_eval, amp=options.amp)
+
+
+def build_loader(options: argparse.Namespace, dataset: PoseDataset, sampler: ResumableSampler, device: torch.device) -> DataLoader:
+    workers = max(0, options.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_poses,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,  # the dataset's epoch (arm augmentation draws) changes every epoch
+    )
+
+
+# --------------------------------------------------------------------------- state
+
+
+def save_training_state(path: Path, net, trainer: NADSNetTrainer, progress: Progress, visualizer: NADSNetVisualizer, config, options) -> None:
+    state = {
+        "format": STATE_FORMAT,
+        "nadsnet": net.state_dict(),
+        "nadsnet_config": config,
+        "trainer": trainer.state_dict(),
+        "epoch": progress.epoch,
+        "epoch_batches": progress.epoch_batches,
+        "loss_sums": dict(progress.loss_sums),
+        "loss_batches": progress.loss_batches,
+        "best_loss": progress.best_loss,
+        "best_epoch": progress.best_epoch,
+        "options": {key: getattr(options, key) for key in RESUME_KEYS},
+        "rng": capture_rng_states(),
+        "visualizer": visualizer.state_dict(),
+    }
+    save_atomic(state, path)
+
+
+def resume(path: Path, net, trainer: NADSNetTrainer, visualizer: NADSNetVisualizer, options, log: Log) -> Progress:
+    if not path.is_file():
+        raise CheckpointError(f"--continue-train: nothing to continue from ({path} not found)")
+    state = load_file(path, "training state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a NADS-Net training state ({STATE_FORMAT})")
+    saved = state["options"]
+    differing = [key for key in RESUME_KEYS if saved.get(key) != getattr(options, key)]
+    if differing:
+        flags = ", ".join(f"--{key.replace('_', '-')} {saved.get(key)}" for key in differing)
+        raise CheckpointError(f"{path} was saved with {flags}; continue with the same values")
+    load_weights_strict(net, state["nadsnet"], f"{path} (NADS-Net)")
+    trainer.load_state_dict(state["trainer"])
+    restore_rng_states(state["rng"])
+    visualizer.load_state_dict(state.get("visualizer", {}))
+    progress = Progress(
+        epoch=state["epoch"],
+        epoch_batches=state["epoch_batches"],
+        loss_sums=dict(state["loss_sums"]),
+        loss_batches=state["loss_batches"],
+        best_loss=state["best_loss"],
+        best_epoch=state["best_epoch"],
+    )
+    log.info(f"continuing from {path}: epoch {progress.epoch}, after {progress.epoch_batches} batch(es) of it; "
+             f"best validation loss so far {progress.best_loss:.4g} (epoch {progress.best_epoch})")
+    return progress
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(
+    trainer: NADSNetTrainer, loader: DataLoader, options, device: torch.device, visualizer: NADSNetVisualizer, epoch: int
+) -> tuple[dict[str, float], dict]:
+    """Validation losses (means over samples) and metrics; saves the first samples' pictures."""
+    metrics = ValidationMetrics(options.image_size)
+    sums: dict[str, torch.Tensor] = {}
+    samples = 0
+    shown = 0
+    for batch in loader:
+        images = batch["image"].to(device)
+        seatbelt = batch["seatbelt"].to(device)
+        keypoints = batch["keypoints"].to(device)
+        heatmaps, pafs = nadsnet_targets(keypoints, options.image_size, options.include_background)
+        losses, predictions = trainer.validation_step(images, seatbelt, heatmaps, pafs)
+        size = images.shape[0]
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value * size
+        samples += size
+        pred_seatbelt = predictions[2] if len(predictions) > 2 else None
+        metrics.update(predictions[0], keypoints, pred_seatbelt, seatbelt)
+        if shown < options.display_samples:
+            take = min(size, options.display_samples - shown)
+            visualizer.validation_samples(
+                epoch, images[:take], keypoints[:take], seatbelt[:take], predictions[0][:take],
+                None if pred_seatbelt is None else pred_seatbelt[:take], batch["image_id"][:take],
+            )
+            shown += take
+    means = {name: float(total) / samples for name, total in sums.items()}
+    return means, metrics.summary()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def format_losses(losses: dict[str, float]) -> str:
+    return " ".join(f"{name} {losses[name]:.4g}" for name in LOSS_NAMES if name in losses)
+
+
+def epoch_report(epoch: int, epochs: int, lr: float, seconds: float, train: dict, valid: dict, summary: dict, saved: bool) -> str:
+    lines = [
+        f"epoch {epoch}/{epochs} (lr {lr:.3g}, {seconds:.0f} s)" + ("  -> new best, saved " + BEST_WEIGHTS if saved else ""),
+        f"  train: {format_losses(train)}",
+        f"  valid: {format_losses(valid)}",
+        f"  keypoints: PCK@5 {summary['pck5']:.3f}  PCK@10 {summary['pck10']:.3f}  mean error {summary['mean_error_px']:.2f} px "
+        f"({summary['matched']}/{summary['present']} matched)   seatbelt: IoU {summary['seatbelt_iou']:.3f}  "
+        f"Dice {summary['seatbelt_dice']:.3f}",
+    ]
+    lines.extend("  " + line for line in format_keypoint_table(summary).splitlines())
+    return "\n".join(lines)
+
+
+def write_scalars(writer, epoch: int, train: dict[str, float], valid: dict[str, float], summary: dict, lr: float) -> None:
+    if writer is None:
+        return
+    tags = {"total": "total", "heatmap": "heatmap", "paf": "PAF", "seatbelt": "seatbelt_dice_bce", "dice": "seatbelt_dice_loss"}
+    for split, losses in (("train", train), ("valid", valid)):
+        for name, tag in tags.items():
+            if name in losses:
+                writer.add_scalar(f"{split}/{tag}", losses[name], epoch)
+    for name in ("pck5", "pck10", "mean_error_px", "seatbelt_iou", "seatbelt_dice"):
+        if math.isfinite(summary[name]):
+            writer.add_scalar(f"valid/{name}", summary[name], epoch)
+    writer.add_scalar("lr", lr, epoch)
+    writer.flush()
+
+
+def open_writer(directory: Path, purge_step: int | None, log: Log):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        log.info("WARNING: tensorboard is not installed: no TensorBoard scalars")
+        return None
+    return SummaryWriter(str(directory / "tensorboard" / "nadsnet"), purge_step=purge_step)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Module:
+    """Run the whole training; returns NADS-Net with its final weights."""
+    directory: Path = options.checkpoints_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    log = Log(directory)
+    for message in messages:
+        log.info(message)
+
+    gan_device, nadsnet_device = resolve_devices(options.gan_device, options.nadsnet_device)
+    if options.gan_fraction > 0:
+        log.info(describe_placement(gan_device, nadsnet_device))
+    else:
+        log.info(f"devices: NADS-Net on {nadsnet_device}")
+    if nadsnet_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_set = PoseDataset(options.train_annotations, options.images_dir, options.masks_dir,
+                            image_size=options.image_size, arm_augment=options.arm_augment, seed=options.seed)
+    valid_set = PoseDataset(options.valid_annotations, options.images_dir, options.masks_dir,
+                            image_size=options.image_size, arm_augment="none")
+    if len(train_set) < options.batch_size:
+        raise DataError(
+            f"{options.train_annotations}: {len(train_set)} image(s), fewer than one batch of {options.batch_size} "
+            "(training drops incomplete batches, as the seed did); lower --batch-size"
+        )
+    per_batch = options.batch_size * options.gan_fraction
+    if options.gan_fraction > 0 and abs(per_batch - round(per_batch)) > 1e-9:
+        log.info(
+            f"note: --batch-size {options.batch_size} x --gan-fraction {options.gan_fraction} = {per_batch:g} generated "
+            f"samples per batch: batches alternate between {math.floor(per_batch)} and {math.ceil(per_batch)} generated "
+            f"samples so that {options.gan_fraction:.0%} of all samples are generated"
+        )
+    if options.gan_fraction == 0 and options.arm_augment != "none":
+        log.info(f"note: --arm-augment {options.arm_augment} changes only generated samples; with --gan-fraction 0 it has no effect")
+
+    train_sampler = ResumableSampler(len(train_set), options.batch_size, seed=options.seed, shuffle=True, drop_last=True)
+    valid_sampler = ResumableSampler(len(valid_set), options.batch_size, seed=options.seed, shuffle=False, drop_last=False)
+    train_loader = build_loader(options, train_set, train_sampler, nadsnet_device)
+    valid_loader = build_loader(options, valid_set, valid_sampler, nadsnet_device)
+
+    net, config = build_network(options, nadsnet_device, log)
+    generated_samples = build_generated_samples(options, gan_device, log)
+    trainer = NADSNetTrainer(
+        net, nadsnet_device, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay,
+        schedule=options.lr_schedule, amp=options.amp, on_nonfinite=options.on_nonfinite,
+    )
+    visualizer = NADSNetVisualizer(directory / "web", enabled=not options.no_html)
+    progress = Progress()
+    if options.continue_train:
+        progress = resume(directory / TRAIN_STATE, net, trainer, visualizer, options, log)
+    write_text_atomic(format_options(options), directory / "nadsnet_opt.txt")
+    writer = open_writer(directory, progress.epoch if options.continue_train else None, log)
+
+    batches = train_sampler.batches_per_epoch()
+    log.info(
+        f"{len(train_set)} training images ({batches} batches of {options.batch_size} per epoch), "
+        f"{len(valid_set)} validation images, {options.image_size} px, {options.epochs} epochs, "
+        f"arm augmentation '{options.arm_augment}', {options.gan_fraction:.0%} of each batch generated"
+    )
+    started = time.time()
+    page_written = False
+    try:
+        while progress.epoch <= options.epochs:
+            epoch = progress.epoch
+            epoch_started = time.time()
+            train_set.set_epoch(epoch)
+            train_sampler.set_epoch(epoch, skip_batches=progress.epoch_batches)
+            shown_batch = False
+            bar = tqdm(train_loader, total=batches, initial=progress.epoch_batches,
+                       desc=f"epoch {epoch}/{options.epochs}", leave=False, dynamic_ncols=True)
+            for batch in bar:
+                batch_index = progress.epoch_batches
+                training_batch = build_training_batch(
+                    batch,
+                    generated_count(options.batch_size, options.gan_fraction, batch_index),
+                    generated_samples,
+                    nadsnet_device,
+                    options.include_background,
+                    geometric_generator(options.seed, epoch, batch_index),
+                )
+                losses = trainer.train_step(training_batch.images, training_batch.seatbelt,
+                                            training_batch.heatmaps, training_batch.pafs)
+                progress.epoch_batches += 1
+                if losses is None:
+                    log.info(f"WARNING: non-finite loss at epoch {epoch}, batch {progress.epoch_batches}: update skipped "
+                             f"({trainer.skipped_steps} so far)")
+                    continue
+                values = {name: float(value) for name, value in losses.items()}
+                progress.add(values)
+                bar.set_postfix({name: f"{values[name]:.3g}" for name in LOSS_NAMES if name in values}, refresh=False)
+                if options.print_freq and progress.epoch_batches % options.print_freq == 0:
+                    log.info(f"(epoch {epoch}, batch {progress.epoch_batches}/{batches}) {format_losses(values)}")
+                if not shown_batch:
+                    visualizer.training_batch(epoch, training_batch, geometric_generator(options.seed, epoch, batch_index))
+                    shown_batch = True
+            bar.close()
+
+            valid_losses, summary = validate(trainer, valid_loader, options, nadsnet_device, visualizer, epoch)
+            train_losses = progress.epoch_means()
+            improved = valid_losses["total"] < progress.best_loss
+            if improved:
+                progress.best_loss, progress.best_epoch = valid_losses["total"], epoch
+                save_network(net, directory / BEST_WEIGHTS, config)
+            lr = trainer.lr
+            next_lr = trainer.end_epoch(valid_losses["total"])
+            visualizer.record(epoch, "train", train_losses)
+            visualizer.record(epoch, "valid", {**valid_losses, **{k: summary[k] for k in ("pck5", "pck10", "seatbelt_iou", "seatbelt_dice")}})
+            write_scalars(writer, epoch, train_losses, valid_losses, summary, lr)
+            log.info(epoch_report(epoch, options.epochs, lr, time.time() - epoch_started, train_losses, valid_losses, summary, improved))
+            if next_lr != lr:
+                log.info(f"  learning rate lowered to {next_lr:.3g}")
+            progress.next_epoch()
+            save_training_state(directory / TRAIN_STATE, net, trainer, progress, visualizer, config, options)
+            visualizer.write_page(running=progress.epoch <= options.epochs)
+            page_written = True
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(
+            f"{error} at epoch {progress.epoch}, batch {progress.epoch_batches + 1}; {BEST_WEIGHTS} and the training "
+            f"state of the last finished epoch in {directory} are intact (lower --lr, check the data, or "
+            "--on-nonfinite skip)"
+        ) from None
+    except KeyboardInterrupt:
+        save_training_state(directory / TRAIN_STATE, net, trainer, progress, visualizer, config, options)
+        visualizer.write_page(running=False)
+        log.info(
+            f"interrupted: saved the state at epoch {progress.epoch}, after {progress.epoch_batches} batch(es). "
+            "Continue with the same command plus --continue-train."
+        )
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+    if not page_written:
+        visualizer.write_page(running=False)
+    log.info(
+        f"done in {time.time() - started:.0f} s; best validation loss {progress.best_loss:.4g} at epoch "
+        f"{progress.best_epoch} ({directory / BEST_WEIGHTS}); pictures: {directory / 'web' / 'nadsnet.html'}"
+    )
+    return net
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nadsnet_pvt.options import parse_options
+
+    options, messages = parse_options(argv)
+    try:
+        train(options, messages)
+    except (DataError, CheckpointError, NonFiniteLossError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

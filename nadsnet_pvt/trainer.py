@@ -1,0 +1,151 @@
+"""NADS-Net's optimiser, learning-rate schedule, training step and validation step (SPEC 8, 9).
+
+SGD with momentum 0.9 (no Nesterov), lr 1e-5, weight decay 5e-7. Schedules:
+- 'metric-based': ReduceLROnPlateau on the total validation loss (factor 0.8, patience 4,
+  threshold 1e-4 relative), stepped once per epoch after validation;
+- 'fixed': StepLR (step 20 epochs, gamma 0.8), stepped once per epoch.
+Loss: common.models.losses.nadsnet_loss, SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.devices import autocast_context
+from common.models.losses import nadsnet_loss
+
+PLATEAU = dict(factor=0.8, patience=4, threshold=1e-4, threshold_mode="rel")
+STEP = dict(step_size=20, gamma=0.8)
+SCHEDULES = ("metric-based", "fixed")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the term(s)."""
+
+
+def detached(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach() for name, value in losses.items()}
+
+
+class NADSNetTrainer:
+    """Owns NADS-Net's optimiser, scheduler and (fp16) gradient scaler.
+
+    Args:
+        net: NADSNet on `device`.
+        device: NADS-Net's device.
+        lr, momentum, weight_decay: SGD settings.
+        schedule: 'metric-based' or 'fixed' (see the module docstring).
+        amp: 'off' | 'bf16' | 'fp16' autocast of the forward pass (losses in float32).
+        on_nonfinite: 'stop' raises NonFiniteLossError; 'skip' drops that batch's update and
+            counts it in `skipped_steps`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        device: torch.device | str,
+        lr: float = 1e-5,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-7,
+        schedule: str = "metric-based",
+        amp: str = "off",
+        on_nonfinite: str = "stop",
+    ):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        self.net = net
+        self.device = torch.device(device)
+        self.schedule = schedule
+        self.amp = amp
+        self.on_nonfinite = on_nonfinite
+        self.optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if schedule == "metric-based":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", **PLATEAU)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, **STEP)
+        # fp16 needs loss scaling; bf16 has float32's range and does not.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and self.device.type == "cuda")
+        self.skipped_steps = 0
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def losses(
+        self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """Forward pass (under autocast) and the loss terms in float32; returns (losses, predictions)."""
+        with autocast_context(self.device, self.amp):
+            predictions = self.net(images)
+        predictions = tuple(p.float() for p in predictions)
+        pred_seatbelt = predictions[2] if len(predictions) > 2 else None
+        losses = nadsnet_loss(predictions[0], predictions[1], pred_seatbelt, heatmaps, pafs, seatbelt)
+        return losses, predictions
+
+    @staticmethod
+    def nonfinite_terms(losses: dict[str, torch.Tensor]) -> list[str]:
+        """Names of the non-finite terms (one device sync for all of them)."""
+        values = torch.stack([value.detach().float() for value in losses.values()])
+        finite = torch.isfinite(values).tolist()
+        return [name for name, ok in zip(losses, finite) if not ok]
+
+    def train_step(
+        self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
+        """One SGD update; returns the detached loss terms, or None when a non-finite batch was
+        skipped (`on_nonfinite='skip'`). Raises NonFiniteLossError naming the term otherwise."""
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, _ = self.losses(images, seatbelt, heatmaps, pafs)
+        bad = self.nonfinite_terms(losses)
+        if bad:
+            if self.on_nonfinite == "skip":
+                self.skipped_steps += 1
+                return None
+            raise NonFiniteLossError(f"non-finite loss term(s): {', '.join(bad)}")
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return detached(losses)
+
+    @torch.no_grad()
+    def validation_step(
+        self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """Losses and predictions without autograd, in eval mode."""
+        self.net.eval()
+        losses, predictions = self.losses(images, seatbelt, heatmaps, pafs)
+        return detached(losses), predictions
+
+    def end_epoch(self, validation_loss: float) -> float:
+        """Step the scheduler after an epoch's validation; returns the lr for the next epoch."""
+        if self.schedule == "metric-based":
+            if math.isfinite(validation_loss):
+                self.scheduler.step(validation_loss)
+        else:
+            self.scheduler.step()
+        return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("schedule", self.schedule) != self.schedule:
+            raise ValueError(
+                f"the training state used --lr-schedule {state['schedule']}; continue with that schedule"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
