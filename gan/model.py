@@ -11,6 +11,8 @@ Work the seed did and nobody used is not done here, without changing any value:
   without autograd (only its features are used, as fixed targets) and without advancing its
   spectral-norm vectors a second time (the seed ran fake and real through D in one batch);
 - in the D step the fake is generated without autograd (it is detached in any case).
+- in the G step each branch judging the fake (D, VGG, NADS-Net) is differentiated with respect
+  to the fake as soon as it has run, so its activations are freed before the next one runs.
 
 Images are (B, 3, S, S) RGB in [-1, 1] (the generator's tanh range). Where NADS-Net or VGG
 consume them they are converted to ImageNet normalisation, unless `image_range='seed'`
@@ -44,6 +46,12 @@ class LossWeights:
     use_feat: bool = True
 
 
+def _fp16_autocast(device: torch.device) -> bool:
+    """Is fp16 autocast on for `device`? (Its gradients need the trainer's loss scaling, which
+    the eager branch gradients would bypass.)"""
+    return torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16
+
+
 def set_requires_grad(net: nn.Module, flag: bool) -> None:
     for parameter in net.parameters():
         parameter.requires_grad_(flag)
@@ -61,6 +69,8 @@ class GANModel(nn.Module):
         nadsnet: a pretrained NADS-Net (on `nadsnet_device`) or None (guidance off). It is
             frozen and put in eval mode here.
         image_range: 'converted' or 'seed' (see module docstring).
+        eager_branch_gradients: free each loss branch's activations as soon as its gradient
+            with respect to the fake is known (see `generator_losses`; same values, less memory).
     """
 
     def __init__(
@@ -74,6 +84,7 @@ class GANModel(nn.Module):
         image_range: str = "converted",
         gan_device: torch.device | str = "cpu",
         nadsnet_device: torch.device | str = "cpu",
+        eager_branch_gradients: bool = True,
     ):
         super().__init__()
         if image_range not in ("converted", "seed"):
@@ -83,6 +94,7 @@ class GANModel(nn.Module):
         self.netG = generator.to(self.gan_device)
         self.netD = discriminator.to(self.gan_device)
         self.criterion_gan = GANLoss(gan_mode)
+        self.eager_branch_gradients = eager_branch_gradients
         self.weights = weights or LossWeights()
         self.image_range = image_range
         self.vgg_loss = vgg_loss.to(self.gan_device) if vgg_loss is not None else None
@@ -140,32 +152,66 @@ class GANModel(nn.Module):
 
     # ------------------------------------------------------------------ G step
     def generator_losses(self, semantics: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Loss terms of the G step (each already weighted) and the fake (B, 3, S, S)."""
+        """Loss terms of the G step (each already weighted) and the fake (B, 3, S, S).
+
+        With `eager_branch_gradients` (the default; off under fp16 autocast) each branch that
+        judges the fake -- the discriminator (GAN, GAN_Feat), VGG, NADS-Net -- runs on a detached
+        copy of it, and its gradient with respect to the fake is taken at once, which frees that
+        branch's activations before the next branch runs. The summed gradient reaches the
+        generator through a term of value exactly 0 added to the first loss, so the trainer's
+        `sum(losses).backward()` is unchanged. The values and gradients are the one-graph
+        formulation's (up to float rounding of the gradient sum); the peak memory is the
+        generator's activations plus the largest branch instead of all branches.
+        """
         set_requires_grad(self.netD, False)
         try:
             fake = self.generate(semantics)
+            eager = self.eager_branch_gradients and fake.requires_grad and not _fp16_autocast(fake.device)
+            image = fake.detach().requires_grad_() if eager else fake
             losses: dict[str, torch.Tensor] = {}
-            pred_fake = self.discriminate(semantics, fake)
-            losses["GAN"] = self.criterion_gan(pred_fake, True, for_discriminator=False)
-            if self.weights.use_feat:
-                # No autograd, and no second spectral-norm power iteration: the real image sees
-                # the same normalised weights as the fake, as in the seed's single fake+real batch.
-                with torch.no_grad(), frozen_norm_statistics(self.netD):
-                    pred_real = self.discriminate(semantics, real)
-                losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, self.weights.feat)
-            if self.vgg_loss is not None:
-                losses["VGG"] = self.vgg_loss(self._for_pretrained(fake), self._for_pretrained(real)) * self.weights.vgg
-            if self.nadsnet is not None:
-                losses.update(self.guidance_losses(fake, real))
+            image_grad: torch.Tensor | None = None
+            for branch in (self.adversarial_losses, self.perceptual_losses, self.guidance_losses):
+                branch_losses = branch(semantics, image, real)
+                if not branch_losses:
+                    continue
+                if eager:
+                    (grad,) = torch.autograd.grad(sum(branch_losses.values()), image)
+                    image_grad = grad if image_grad is None else image_grad + grad
+                    branch_losses = {name: value.detach() for name, value in branch_losses.items()}
+                losses.update(branch_losses)
+            if eager and image_grad is not None:
+                carrier = (fake * image_grad).sum()
+                first = next(iter(losses))
+                losses[first] = losses[first] + (carrier - carrier.detach())  # + 0, gradient image_grad
         finally:
             set_requires_grad(self.netD, True)
         return losses, fake
 
-    def guidance_losses(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """NADS-Net on fake vs on real (SPEC 8): heatmap and PAF MSE, seatbelt Dice-BCE.
+    def adversarial_losses(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """GAN (D's verdict on the fake) and GAN_Feat (feature matching against the real)."""
+        pred_fake = self.discriminate(semantics, fake)
+        losses = {"GAN": self.criterion_gan(pred_fake, True, for_discriminator=False)}
+        if self.weights.use_feat:
+            # No autograd, and no second spectral-norm power iteration: the real image sees
+            # the same normalised weights as the fake, as in the seed's single fake+real batch.
+            with torch.no_grad(), frozen_norm_statistics(self.netD):
+                pred_real = self.discriminate(semantics, real)
+            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, self.weights.feat)
+        return losses
 
-        NADS-Net may sit on another device: the images move there, the losses come back.
+    def perceptual_losses(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """VGG (empty when the VGG term is off)."""
+        if self.vgg_loss is None:
+            return {}
+        return {"VGG": self.vgg_loss(self._for_pretrained(fake), self._for_pretrained(real)) * self.weights.vgg}
+
+    def guidance_losses(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """NADS-Net on fake vs on real (SPEC 8): heatmap and PAF MSE, seatbelt Dice-BCE
+        (empty when the guidance is off). `semantics` is unused (same signature as the other
+        branches). NADS-Net may sit on another device: the images move there, the losses come back.
         """
+        if self.nadsnet is None:
+            return {}
         device = self.nadsnet_device
         fake_in = self._for_pretrained(fake).to(device)
         with torch.no_grad():

@@ -1,0 +1,107 @@
+"""`python -m benchmarks <name> [<name> ...] [options]`: speed and memory of the training code.
+
+Names: gan-iteration, nadsnet-step, data, maps (see benchmarks/README.md). Each prints a table,
+or with --json one JSON line per measurement with at least the keys name, median_s, gflops,
+gflops_per_s and peak_memory_gb (null where a FLOP count means nothing: data, maps).
+For clean memory figures run one benchmark per process (one name per command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Callable
+
+import torch
+
+BENCHMARKS = ("gan-iteration", "nadsnet-step", "data", "maps")
+
+
+def _runner(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
+    if name == "gan-iteration":
+        from benchmarks.gan_iteration import run
+    elif name == "nadsnet-step":
+        from benchmarks.nadsnet_step import run
+    elif name == "data":
+        from benchmarks.data import run
+    else:
+        from benchmarks.maps import run
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", choices=BENCHMARKS, metavar="name", help=" | ".join(BENCHMARKS))
+    parser.add_argument("--size", type=int, default=384, help="image size S (multiple of 32)")
+    parser.add_argument("--ngf", type=int, default=64, help="generator width")
+    parser.add_argument("--ndf", type=int, default=None, help="discriminator width (default: --ngf)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 1; nadsnet-step 4)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed repetitions, median reported (default: gan-iteration 2, nadsnet-step 2, data 3 passes, maps 50)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                        help="autocast precision (fp16 needs CUDA: it needs loss scaling)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="data: loader worker counts")
+    parser.add_argument("--data", default="data_sample", help="data: dataset directory in the seed's layout")
+    parser.add_argument("--gan-fraction", type=float, default=0.5, help="nadsnet-step: share of each batch generated")
+    parser.add_argument("--reuse-fake", action="store_true", help="gan-iteration: D step reuses the G step's fake")
+    parser.add_argument("--checkpoint-generator", action="store_true",
+                        help="gan-iteration: activation checkpointing of the generator's blocks")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
+    return parser
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """A message when the combination cannot run, else None."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {args.device}: no CUDA GPU is available"
+    if args.amp == "fp16" and not args.device.startswith("cuda"):
+        return "--amp fp16 needs a CUDA device (fp16 training needs loss scaling, which runs on CUDA); on the CPU use --amp bf16"
+    if args.size <= 0 or args.size % 32:
+        return f"--size must be a positive multiple of 32, got {args.size}"
+    return None
+
+
+def format_row(row: dict[str, Any]) -> str:
+    def value(key: str, unit: str, digits: int) -> str:
+        v = row.get(key)
+        return f"{v:.{digits}f} {unit}" if isinstance(v, (int, float)) and not math.isnan(v) else "-"
+
+    parts = [
+        f"{row['name']}:",
+        value("median_s", "s", 3),
+        value("gflops", "GFLOP", 1),
+        value("gflops_per_s", "GFLOP/s", 1),
+        value("peak_memory_gb", "GB peak", 2),
+    ]
+    if "samples_per_s" in row:
+        parts.append(value("samples_per_s", "samples/s", 1))
+    return "  ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = check_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in args.names:
+        options = argparse.Namespace(**vars(args))
+        if options.batch is None:
+            options.batch = 4 if name == "nadsnet-step" else 1
+        if name == "maps" and options.iters is None:
+            options.iters = 50
+        rows = _runner(name)(options)
+        for row in rows:
+            row.setdefault("benchmark", name)
+            print(json.dumps(row) if args.json else format_row(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""One GAN training iteration (G step + D step) with every loss on, as train_gan.py runs it.
+
+The model is built by `gan.train.build_model` from options parsed by `gan.options`
+(`--preset seed` with the size, widths, --amp, --reuse-fake, --checkpoint-generator given
+here), so the networks, their freezing and the loss terms are exactly the training script's:
+hinge GAN loss, discriminator feature matching, VGG19 perceptual loss with random weights
+(`--vgg-weights random`) and the NADS-Net guidance with a random NADS-Net at the same size
+(written to a temporary file and loaded as `--nadsnet-weights` would be). The trainer is
+`gan.trainer.GANTrainer` with the options' optimiser settings.
+
+One iteration = `model.prepare_batch` (label maps rendered on the GAN's device from a
+synthetic batch: two seated people, a seatbelt band, random images in [-1, 1]) +
+`trainer.generator_step` + `trainer.discriminator_step`, the body of gan/train.py's loop.
+As in `gan.train.train`, glibc's allocator is first told to return freed blocks of 1 MiB and
+more to the OS (`gan.train.return_freed_memory_to_os`). The warm-up iteration is FLOP-counted per step (`gflops_generator_step`,
+`gflops_discriminator_step`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import (
+    PeakMemory,
+    StderrLog,
+    count_flops,
+    measurement_row,
+    quiet_stdout,
+    synchronize,
+    synthetic_batch,
+    time_iterations,
+)
+from common.checkpoints import save_network
+from common.devices import resolve_devices
+from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
+from gan.options import parse_options
+from gan.train import build_model, return_freed_memory_to_os
+from gan.trainer import GANTrainer
+
+
+def write_random_nadsnet(directory: Path, image_size: int, seed: int = 0) -> Path:
+    """A randomly initialised NADS-Net (PVT-tiny, seed FPN, seatbelt head) saved as the
+    training script would load it."""
+    config = dict(SEED_NADSNET_CONFIG, image_size=image_size)
+    torch.manual_seed(seed)
+    path = directory / "nadsnet_random.pth"
+    save_network(build_nadsnet(config), path, config)
+    return path
+
+
+def training_options(args: argparse.Namespace, directory: Path) -> argparse.Namespace:
+    """train_gan.py's options for this benchmark configuration."""
+    argv = [
+        "--preset", "seed",
+        "--image-size", str(args.size),
+        "--ngf", str(args.ngf),
+        "--ndf", str(args.ndf if args.ndf is not None else args.ngf),
+        "--batch-size", str(args.batch),
+        "--vgg-weights", "random",
+        "--nadsnet-weights", str(write_random_nadsnet(directory, args.size)),
+        "--checkpoints-dir", str(directory),
+        "--gan-device", args.device,
+        "--nadsnet-device", args.device,
+        "--amp", args.amp,
+    ]
+    if args.reuse_fake:
+        argv.append("--reuse-fake")
+    if args.checkpoint_generator:
+        argv.append("--checkpoint-generator")
+    options, _ = parse_options(argv, gpu_available=torch.cuda.is_available())
+    return options
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    iters = args.iters if args.iters is not None else 2
+    with tempfile.TemporaryDirectory(prefix="gan_iteration_") as tmp, quiet_stdout():
+        allocator_tuned = return_freed_memory_to_os()  # as gan.train.train does
+        options = training_options(args, Path(tmp))
+        gan_device, nadsnet_device = resolve_devices(options.gan_device, options.nadsnet_device)
+        if gan_device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as gan/train.py
+        model, _, _ = build_model(options, gan_device, nadsnet_device, StderrLog())
+        terms = model.active_terms()
+        if not all(terms.values()):
+            raise RuntimeError(f"a loss term is off: {terms}")
+        trainer = GANTrainer(
+            model,
+            lr=options.lr,
+            beta1=options.beta1,
+            beta2=options.beta2,
+            ttur=not options.no_ttur,
+            niter=options.niter,
+            niter_decay=options.niter_decay,
+            amp=options.amp,
+        )
+        model.train()
+        batch = synthetic_batch(options.batch_size, options.image_size)
+        if gan_device.type == "cuda":
+            batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+        def generator_half() -> tuple[torch.Tensor, torch.Tensor]:
+            semantics, real = model.prepare_batch(batch)
+            trainer.generator_step(semantics, real)
+            return semantics, real
+
+        def iteration() -> None:
+            semantics, real = generator_half()
+            trainer.discriminator_step(semantics, real, reuse_fake=options.reuse_fake)
+
+        # Warm-up iteration, FLOP-counted step by step.
+        (semantics, real), generator_flops = count_flops(generator_half)
+        _, discriminator_flops = count_flops(
+            lambda: trainer.discriminator_step(semantics, real, reuse_fake=options.reuse_fake)
+        )
+        del semantics, real
+        synchronize(gan_device)
+        with PeakMemory(gan_device) as memory:
+            times = time_iterations(iteration, iters, gan_device)
+
+    name = "gan-iteration" + (" reuse-fake" if options.reuse_fake else "") + (
+        " checkpoint-generator" if options.checkpoint_generator else ""
+    ) + (f" amp {options.amp}" if options.amp != "off" else "")
+    row = measurement_row(
+        name,
+        times,
+        generator_flops + discriminator_flops,
+        memory,
+        gflops_generator_step=generator_flops / 1e9,
+        gflops_discriminator_step=discriminator_flops / 1e9,
+        device=str(gan_device),
+        size=options.image_size,
+        ngf=options.ngf,
+        ndf=options.ndf,
+        batch=options.batch_size,
+        amp=options.amp,
+        reuse_fake=bool(options.reuse_fake),
+        checkpoint_generator=bool(options.checkpoint_generator),
+        losses=sorted(name for name, on in terms.items() if on),
+        freed_memory_returned_to_os=allocator_tuned,
+    )
+    return [row]
