@@ -49,8 +49,10 @@ class SPADEResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         """x (B, fin, h, w), segmap (B, semantic_nc, H, W) -> (B, fout, h, w)."""
         shortcut = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap), LEAKY_SLOPE))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap), LEAKY_SLOPE))
+        # In place: SPADE's output is not needed by its own backward, so this saves one
+        # activation-sized buffer per layer (about 0.2 GB at 384 px, ngf 64) at the same values.
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap), LEAKY_SLOPE, inplace=True))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap), LEAKY_SLOPE, inplace=True))
         return shortcut + dx
 
 
