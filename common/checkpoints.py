@@ -17,14 +17,26 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message is one readable line."""
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The first sentence of an exception's first line (torch's messages run on for lines)."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    sentence = line.split(". ")[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -49,7 +61,7 @@ def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as error:
         raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from error
     try:
@@ -64,12 +76,45 @@ def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
         except OSError:
             pass
         if isinstance(error, OSError):
-            raise CheckpointError(
-                f"cannot write {path}: {error.strerror or error}; the previous file is unchanged"
-            ) from error
-        raise
+            reason = error.strerror or str(error) or type(error).__name__
+        elif isinstance(error, Exception) and not isinstance(error, CheckpointError):
+            # torch.save reports a failed write (e.g. a full disk) as a RuntimeError
+            reason = _first_line(error)
+        else:
+            raise  # KeyboardInterrupt, SystemExit, our own errors: the temp file is gone, nothing else changed
+        raise CheckpointError(f"cannot write {path}: {reason}; the previous file is unchanged") from error
     _fsync_directory(path.parent)
     return path
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed runs left in `directory` and its subfolders.
+
+    write_atomic names its temporaries `.<target>.<pid>.<random>.tmp`; only those whose
+    process no longer runs are removed, so a run writing into the same folder at the same
+    time is not disturbed. Returns the removed paths.
+    """
+    removed = []
+    for candidate in Path(directory).rglob(f".*{TEMP_SUFFIX}"):
+        parts = candidate.name.rsplit(".", 3)  # ['.<target>', '<pid>', '<random>', 'tmp']
+        if len(parts) != 4 or not parts[1].isdigit() or _process_alive(int(parts[1])):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
@@ -107,18 +152,19 @@ def load_file(path: str | Path, what: str = "checkpoint") -> Any:
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # old pickle protocols make torch warn; the file is refused or read all the same
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if "weights_only" in str(error) or "Unsupported global" in str(error) or "GLOBAL" in str(error):
             raise CheckpointError(
-                f"refused to load {path}: it carries Python objects or code, not only weights "
+                f"refused to load {what} {path}: it carries Python objects or code, not only weights "
                 "(loaded with weights_only=True; nothing in it was run)"
             ) from None
-        raise CheckpointError(f"cannot read {what} {path}: {first_line or 'not a torch file'}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read {what} {path} (truncated or not a torch file?): {first_line}") from None
+        raise CheckpointError(f"cannot read {what} {path}: {_first_line(error) or 'not a torch file'}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError, IndexError, TypeError) as error:
+        raise CheckpointError(f"cannot read {what} {path} (truncated or not a torch file?): {_first_line(error)}") from None
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -50,6 +50,15 @@ class DataError(ValueError):
     """A data file is missing or does not hold what the loader expects (one-line message
     naming the file, the annotation index and the field)."""
 
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        # A DataLoader worker re-raises an error in the main process as
+        # DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...
+        # \ncommon.dataset.DataError: <message>"): keep the one line that says what is wrong.
+        if isinstance(message, str) and message.startswith("Caught DataError") and "\n" in message:
+            last = [line for line in message.strip().splitlines() if line.strip()][-1]
+            message = last.split("DataError: ", 1)[-1]
+        super().__init__(message, *args)
+
 
 # --------------------------------------------------------------------------- image decoding
 
@@ -100,6 +109,33 @@ def load_seatbelt_mask(path: str | os.PathLike, image_size: int) -> np.ndarray:
     fraction = _to_8bit_range(np.ascontiguousarray(pixels)) * np.float32(1.0 / 255.0)
     resized = cv2.resize(fraction, (image_size, image_size), interpolation=cv2.INTER_CUBIC)
     return (resized > MASK_THRESHOLD).astype(np.float32)[None]
+
+
+_FILE_ENDS = (
+    # (magic at the start, marker that must appear near the end, its name)
+    (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82", "the PNG end chunk (IEND)"),
+    (b"\xff\xd8", b"\xff\xd9", "the JPEG end marker (FFD9)"),
+)
+_TAIL_BYTES = 4096
+
+
+def _check_file_end(path: Path) -> None:
+    """Raise DataError when a PNG or JPEG file is cut short (its end marker is missing).
+
+    Reads the first 8 bytes and the last 4 KiB only. (A truncated PNG fails to decode later; a
+    truncated JPEG decodes "successfully" with the missing part grey, a silently wrong sample.)
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
+    for magic, end, name in _FILE_ENDS:
+        if head.startswith(magic) and end not in tail:
+            raise DataError(f"{path}: file is truncated ({size} bytes, {name} is missing)")
 
 
 def _image_header_size(path: Path) -> tuple[int, int]:
@@ -280,6 +316,7 @@ class PoseDataset(torch.utils.data.Dataset):
             people_of_image.setdefault(image_id, []).append(row)
         self.image_ids = list(people_of_image)
         first_annotation = [person_indices[rows[0]] for rows in people_of_image.values()]
+        self.first_annotation = first_annotation  # per image: index of its first annotation (for messages)
 
         self.image_paths, self.mask_paths = self._resolve_files(first_annotation)
         self.source_sizes = self._read_source_sizes(first_annotation)
@@ -310,8 +347,11 @@ class PoseDataset(torch.utils.data.Dataset):
     def _read_source_sizes(self, first_annotation: list[int]) -> np.ndarray:
         sizes = np.empty((len(self.image_ids), 2), dtype=np.int64)
         for i, (image_path, mask_path) in enumerate(zip(self.image_paths, self.mask_paths)):
-            image_size = _image_header_size(image_path)
-            mask_size = _image_header_size(mask_path)
+            try:
+                image_size = _image_header_size(image_path)
+                mask_size = _image_header_size(mask_path)
+            except DataError as error:
+                raise DataError(f"{error} ({self.describe_record(i)})") from None
             if image_size != mask_size:
                 raise DataError(
                     f"{mask_path}: mask is {mask_size[0]}x{mask_size[1]} (width x height) but its image {image_path} is "
@@ -346,6 +386,23 @@ class PoseDataset(torch.utils.data.Dataset):
             keypoints.append(people)
         return keypoints
 
+    def describe_record(self, index: int) -> str:
+        """'annotation 12, field 'image_id' 'cam1/frame_7'': where sample `index` comes from."""
+        return f"annotation {self.first_annotation[index]}, field 'image_id' {self.image_ids[index]!r}"
+
+    def verify_file_ends(self) -> None:
+        """Check that no image or mask file is cut short (reads 4 KiB at the end of each file).
+
+        Raises DataError naming the file, its annotation and the field. Training scripts call
+        this at start-up, so a truncated file fails before training rather than hours into it.
+        """
+        for index, (image_path, mask_path) in enumerate(zip(self.image_paths, self.mask_paths)):
+            for path in (image_path, mask_path):
+                try:
+                    _check_file_end(path)
+                except DataError as error:
+                    raise DataError(f"{error} ({self.describe_record(index)})") from None
+
     # ---- Dataset API
 
     def set_epoch(self, epoch: int) -> None:
@@ -370,9 +427,14 @@ class PoseDataset(torch.utils.data.Dataset):
         keypoints = self.keypoints[index]  # read-only: augmentation cannot alias it
         rng = np.random.default_rng([self.seed, self.epoch, index])
         augmented = arm_augment(keypoints, self.arm_augment, rng, image_size=self.image_size).astype(np.float32, copy=False)
+        try:
+            image = load_image(self.image_paths[index], self.image_size)
+            seatbelt = load_seatbelt_mask(self.mask_paths[index], self.image_size)
+        except DataError as error:
+            raise DataError(f"{error} ({self.describe_record(index)})") from None
         return {
-            "image": torch.from_numpy(load_image(self.image_paths[index], self.image_size)),
-            "seatbelt": torch.from_numpy(load_seatbelt_mask(self.mask_paths[index], self.image_size)),
+            "image": torch.from_numpy(image),
+            "seatbelt": torch.from_numpy(seatbelt),
             "keypoints": torch.from_numpy(keypoints.copy()),
             "augmented_keypoints": torch.from_numpy(augmented),
             "image_id": self.image_ids[index],

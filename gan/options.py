@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from common.interrupts import NONFINITE_STREAK_LIMIT
 from common.presets import PRESET_IMAGE_SIZE
 
 DATA_DIR = Path("data_sample")
@@ -32,22 +33,31 @@ SEED_PRESET = dict(
     save_epoch_freq=10,
 )
 
-# Small enough to finish in about ten minutes on a 2-core CPU on data_sample/, big enough that
-# the synthesized frames visibly show figures in the conditioned poses by the end.
+# Small enough to finish in about ten minutes on a 2-core CPU on data_sample/ (25 epochs of
+# 6 batches), big enough that the synthesized frames visibly show figures in the conditioned
+# poses by the end (they do from about epoch 10 on). The generator's cost at this size is
+# dominated by SPADE's 128-channel mlp_shared convolutions at full resolution, whatever ngf is.
 CPU_PRESET = dict(
     image_size=PRESET_IMAGE_SIZE["cpu"],
     ngf=16,
     ndf=16,
     batch_size=4,
-    niter=30,
-    niter_decay=10,
-    print_freq=20,
-    display_freq=30,
-    save_latest_freq=200,
-    save_epoch_freq=10,
+    niter=20,
+    niter_decay=5,
+    print_freq=12,
+    display_freq=24,
+    save_latest_freq=60,
+    save_epoch_freq=5,
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where weights, logs and the web page go")
     run.add_argument("--continue-train", action="store_true",
                      help="continue from the training state (or the seed's latest_net_G/D.pth) in --checkpoints-dir")
-    run.add_argument("--max-iterations", type=int, default=None,
+    run.add_argument("--max-iterations", type=_positive_int, default=None,
                      help="stop after this many iterations in all, saving the state (continue later with --continue-train)")
     run.add_argument("--which-epoch", default="latest",
                      help="with --continue-train and no training state: which saved G/D to start from")
@@ -76,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--images-dir", type=Path, default=DATA_DIR / "Raw_Images")
     data.add_argument("--masks-dir", type=Path, default=DATA_DIR / "Seatbelt_Mask")
     data.add_argument("--image-size", type=int, default=None, help="input size S (multiple of 32); seed: 384")
-    data.add_argument("--batch-size", type=int, default=None, help="seed: 1")
+    data.add_argument("--batch-size", type=_positive_int, default=None, help="seed: 1")
     data.add_argument("--num-workers", type=int, default=2, help="data loader processes")
     data.add_argument("--image-range", choices=("converted", "seed"), default="converted",
                       help="converted: [-1, 1] images are converted to ImageNet normalisation before NADS-Net "
@@ -115,9 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--no-ttur", action="store_true", help="same lr for G and D (no two time-scale update rule)")
     optim.add_argument("--niter", type=int, default=None, help="epochs at constant lr; seed: 50")
     optim.add_argument("--niter-decay", type=int, default=None, help="epochs of linear decay to 0; seed: 0")
-    optim.add_argument("--d-steps-per-g", type=int, default=1, help="G steps on iterations where i %% this == 0")
+    optim.add_argument("--d-steps-per-g", type=_positive_int, default=1, help="G steps on iterations where i %% this == 0")
     optim.add_argument("--reuse-fake", action="store_true",
                        help="D step uses the G step's fake (detached) instead of regenerating it")
+    optim.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
+                       help="a NaN/inf loss term: stop with a message naming the term and the iteration "
+                       "(nothing is saved after it, so the last checkpoint stays intact), or skip that "
+                       f"batch's update with a warning (the run stops after {NONFINITE_STREAK_LIMIT} skipped "
+                       "batches in a row)")
 
     device = parser.add_argument_group("devices and speed")
     device.add_argument("--gan-device", default=None, help="default: cuda:0 with a GPU, else cpu")
@@ -125,10 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--print-freq", type=int, default=None, help="print losses every N iterations; seed: 1")
-    output.add_argument("--display-freq", type=int, default=None, help="save pictures every N iterations; seed: 1")
-    output.add_argument("--save-latest-freq", type=int, default=None, help="save 'latest' every N iterations; seed: 500")
-    output.add_argument("--save-epoch-freq", type=int, default=None, help="save an epoch copy every N epochs; seed: 10")
+    output.add_argument("--print-freq", type=_positive_int, default=None, help="print losses every N iterations; seed: 1")
+    output.add_argument("--display-freq", type=_positive_int, default=None, help="save pictures every N iterations; seed: 1")
+    output.add_argument("--save-latest-freq", type=_positive_int, default=None, help="save 'latest' every N iterations; seed: 500")
+    output.add_argument("--save-epoch-freq", type=_positive_int, default=None, help="save an epoch copy every N epochs; seed: 10")
     output.add_argument("--no-html", action="store_true", help="do not write web/index.html")
     return parser
 

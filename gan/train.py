@@ -4,17 +4,21 @@ Files in `--checkpoints-dir` (SPADE's names, so seed tools and checkpoints keep 
 `latest_net_G.pth`, `latest_net_D.pth`, `<epoch>_net_G.pth`, `<epoch>_net_D.pth` (plain state
 dicts, the configuration beside each as JSON), `gan_train_state.pth` (everything an exact
 resume needs), `iter.txt`, `loss_log.txt`, `opt.txt` and `web/index.html`.
+
+Surviving crashes (README "After a crash"): the data, options and checkpoints to load are all
+checked before the first file is written; every file is written atomically; Ctrl-C / SIGTERM
+stop at the next batch boundary after saving; a non-finite loss stops without saving (or,
+with --on-nonfinite skip, drops the batch); --continue-train resumes exactly, mid-epoch too.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import signal
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,17 +31,20 @@ from common.checkpoints import (
     load_file,
     load_state_dict_file,
     load_weights_strict,
+    remove_stale_temporaries,
     restore_rng_states,
     save_atomic,
     save_network,
     write_text_atomic,
 )
 from common.dataset import DataError, PoseDataset, collate_poses
+from common.interrupts import NONFINITE_STREAK_LIMIT, GracefulStop, TrainingInterrupted, batches_until_stopped, run_command
 from common.devices import describe_placement, resolve_devices
 from common.models.factory import (
     build_discriminator,
     build_generator,
     discriminator_config,
+    fitting_flags,
     generator_config,
     load_nadsnet,
 )
@@ -50,6 +57,9 @@ from gan.trainer import GANTrainer, NonFiniteLossError
 from gan.visualizer import GANVisualizer
 
 TRAIN_STATE = "gan_train_state.pth"
+STATE_FORMAT = "pose-gan-train-state/1"
+# Options a continued run must share with the run it continues (they change what it trains on).
+RESUME_KEYS = ("batch_size", "image_size", "seed")
 
 
 class Log:
@@ -60,6 +70,16 @@ class Log:
 
     def info(self, message: str) -> None:
         tqdm.write(message)
+
+    def size(self) -> int:
+        """Bytes in loss_log.txt now (saved with the state: a resumed run cuts the log back to it)."""
+        return self.loss_log.stat().st_size if self.loss_log.is_file() else 0
+
+    def cut_back(self, size: int | None) -> None:
+        """Drop the lines written after the save being resumed (they will be written again)."""
+        if size is not None and self.loss_log.is_file() and self.loss_log.stat().st_size > size:
+            with open(self.loss_log, "r+b") as handle:
+                handle.truncate(size)
 
     def losses(self, epoch: int, iteration: int, seconds: float, losses: dict[str, float]) -> None:
         terms = " ".join(f"{name}: {value:.3f}" for name, value in losses.items())
@@ -76,6 +96,38 @@ class Progress:
     epoch: int = 1
     epoch_batches: int = 0
     total_iterations: int = 0
+    skipped_batches: int = 0  # batches dropped for non-finite losses (--on-nonfinite skip)
+    nonfinite_streak: int = 0  # of them, the ones in a row up to now
+    loss_log_bytes: int | None = None  # size of loss_log.txt at the save this run continues from
+
+
+# Allocations at least this large are served by mmap and handed back to the OS when freed.
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """glibc only: make freed tensor memory leave the process instead of staying in the heap.
+
+    By default glibc raises its mmap threshold (up to 32 MiB) every time a large block is
+    freed, after which tensors of up to that size come from the heap, whose freed memory stays
+    resident. A GAN iteration at 384 px allocates and frees gigabytes of activations, and that
+    retained heap cost about 0.5 GB of peak resident memory on the CPU (benchmarks/README.md).
+    Fixing the threshold (which also fixes the trim threshold) keeps the resident size close to
+    the live tensors. The cost is page faults on fresh pages: about 6 s more system CPU time per
+    384 px iteration on a 2-core CPU (benchmarks/README.md). Returns False where it does not
+    apply (not glibc).
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))
 
 
 def resolve_nadsnet_weights(options: argparse.Namespace) -> Path | None:
@@ -182,7 +234,7 @@ def save_training_state(
     path: Path, model: GANModel, trainer: GANTrainer, progress: Progress, visualizer: GANVisualizer, g_config: dict, d_config: dict, options: argparse.Namespace
 ) -> None:
     state = {
-        "format": "pose-gan-train-state/1",
+        "format": STATE_FORMAT,
         "netG": model.netG.state_dict(),
         "netD": model.netD.state_dict(),
         "generator_config": g_config,
@@ -191,8 +243,12 @@ def save_training_state(
         "epoch": progress.epoch,
         "epoch_batches": progress.epoch_batches,
         "total_iterations": progress.total_iterations,
+        "skipped_batches": progress.skipped_batches,
+        "nonfinite_streak": progress.nonfinite_streak,
         "batch_size": options.batch_size,
         "seed": options.seed,
+        "options": {key: getattr(options, key) for key in RESUME_KEYS},
+        "loss_log_bytes": Log(options.checkpoints_dir).size(),
         "rng": capture_rng_states(),
         "visualizer": visualizer.state_dict(),
     }
@@ -202,7 +258,12 @@ def save_training_state(
 def checkpoint_everything(
     options, model, trainer, progress, visualizer, g_config, d_config, epoch_label: str | None = None
 ) -> None:
-    """Save 'latest' (and an epoch copy): networks, iter.txt and the training state."""
+    """Save 'latest' (and an epoch copy): networks, iter.txt and the training state.
+
+    Every file is written atomically (temp file, fsync, rename), so a kill at any moment leaves
+    each file either as it was or as it is now. The training state goes first: it alone is what
+    --continue-train reads, and it is complete on its own.
+    """
     directory = options.checkpoints_dir
     save_training_state(directory / TRAIN_STATE, model, trainer, progress, visualizer, g_config, d_config, options)
     save_networks(model, directory, "latest", g_config, d_config)
@@ -217,26 +278,47 @@ def resume(options, model: GANModel, trainer: GANTrainer, visualizer: GANVisuali
     state_path = directory / TRAIN_STATE
     if state_path.is_file():
         state = load_file(state_path, "training state")
-        if state.get("batch_size") != options.batch_size:
-            raise CheckpointError(
-                f"{state_path} was saved with --batch-size {state.get('batch_size')}; continue with that batch size"
-            )
-        hint = f"--ngf {state['generator_config']['ngf']} --image-size {state['generator_config']['crop_size']}"
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{state_path} is not a GAN training state ({STATE_FORMAT})")
+        saved = state.get("options", {"batch_size": state.get("batch_size")})
+        differing = [key for key in RESUME_KEYS if key in saved and saved[key] != getattr(options, key)]
+        if differing:
+            flags = " ".join(f"--{key.replace('_', '-')} {saved[key]}" for key in differing)
+            raise CheckpointError(f"{state_path} was saved with {flags}; continue with the same value(s)")
+        g_config, d_config = state["generator_config"], state["discriminator_config"]
+        hint = f"--ngf {g_config['ngf']} --image-size {g_config['crop_size']}"
+        if g_config.get("num_upsampling_layers", "normal") != "normal":
+            hint += f" --num-upsampling-layers {g_config['num_upsampling_layers']}"
         load_weights_strict(model.netG, state["netG"], f"{state_path} (generator)", hint)
-        load_weights_strict(model.netD, state["netD"], f"{state_path} (discriminator)", f"--ndf {state['discriminator_config']['ndf']}")
-        trainer.load_state_dict(state["trainer"])
+        load_weights_strict(model.netD, state["netD"], f"{state_path} (discriminator)", fitting_flags("discriminator", state["netD"]))
+        try:
+            trainer.load_state_dict(state["trainer"])
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise CheckpointError(f"{state_path}: the optimiser states do not fit this run ({error})") from None
         restore_rng_states(state["rng"])
         visualizer.load_state_dict(state.get("visualizer", {}))
-        progress = Progress(state["epoch"], state["epoch_batches"], state["total_iterations"])
-        log.info(f"continuing from {state_path}: epoch {progress.epoch}, after {progress.epoch_batches} batch(es) of it")
+        progress = Progress(
+            state["epoch"],
+            state["epoch_batches"],
+            state["total_iterations"],
+            skipped_batches=state.get("skipped_batches", 0),
+            nonfinite_streak=state.get("nonfinite_streak", 0),
+            loss_log_bytes=state.get("loss_log_bytes"),
+        )
+        log.info(
+            f"continuing from {state_path}: epoch {progress.epoch}, after {progress.epoch_batches} batch(es) of it "
+            f"(iteration {progress.total_iterations})"
+        )
         return progress
     g_path = directory / f"{options.which_epoch}_net_G.pth"
     d_path = directory / f"{options.which_epoch}_net_D.pth"
     if not g_path.is_file():
         raise CheckpointError(f"--continue-train: nothing to continue from in {directory} (no {TRAIN_STATE}, no {g_path.name})")
-    load_weights_strict(model.netG, load_state_dict_file(g_path), g_path, "the seed's generator: --ngf 64 --image-size 384")
+    g_state = load_state_dict_file(g_path)
+    load_weights_strict(model.netG, g_state, g_path, fitting_flags("generator", g_state))
     if d_path.is_file():
-        load_weights_strict(model.netD, load_state_dict_file(d_path), d_path, "the seed's discriminator: --ndf 64")
+        d_state = load_state_dict_file(d_path)
+        load_weights_strict(model.netD, d_state, d_path, fitting_flags("discriminator", d_state))
     else:
         log.info(f"WARNING: {d_path} not found: the discriminator starts afresh")
     record = read_iteration_record(directory)
@@ -260,25 +342,41 @@ def stop_early(options, model, trainer, progress, visualizer, g_config, d_config
     return model
 
 
-def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
-    """Run the whole training; returns the model (its networks hold the final weights)."""
-    directory: Path = options.checkpoints_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    log = Log(directory)
-    for message in messages:
-        log.info(message)
-
-    gan_device, nadsnet_device = resolve_devices(options.gan_device, options.nadsnet_device)
-    log.info(describe_placement(gan_device, nadsnet_device))
-    if gan_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    dataset = PoseDataset(options.train_annotations, options.images_dir, options.masks_dir, image_size=options.image_size)
+def load_training_data(options: argparse.Namespace, log: Log) -> PoseDataset:
+    """The training set, validated before anything is written (SPEC 1): a bad file fails here
+    with one line naming the file, the record and the field. Warnings become log lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = PoseDataset(options.train_annotations, options.images_dir, options.masks_dir, image_size=options.image_size)
+    for warning in caught:
+        log.info(f"WARNING: {warning.message}")
+    dataset.verify_file_ends()
     if len(dataset) < options.batch_size:
         raise DataError(
             f"{options.train_annotations}: {len(dataset)} image(s), fewer than one batch of {options.batch_size}; "
             "lower --batch-size"
         )
+    return dataset
+
+
+def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
+    """Run the whole training; returns the model (its networks hold the final weights).
+
+    Everything that can be wrong with the data, the options or the checkpoints to load is
+    found before the first file is written: such a run leaves `--checkpoints-dir` untouched.
+    """
+    directory: Path = options.checkpoints_dir
+    log = Log(directory)  # prints only, until the first losses are logged
+    for message in messages:
+        log.info(message)
+
+    return_freed_memory_to_os()
+    gan_device, nadsnet_device = resolve_devices(options.gan_device, options.nadsnet_device)
+    log.info(describe_placement(gan_device, nadsnet_device))
+    if gan_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    dataset = load_training_data(options, log)
     sampler = ResumableSampler(len(dataset), options.batch_size, seed=options.seed, shuffle=True, drop_last=True)
     loader = build_loader(options, dataset, sampler, gan_device)
 
@@ -299,6 +397,15 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
     progress = Progress()
     if options.continue_train:
         progress = resume(options, model, trainer, visualizer, g_config, d_config, log)
+
+    # Everything checked: from here on the run writes files.
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot create --checkpoints-dir {directory}: {error.strerror or error}") from None
+    for stale in remove_stale_temporaries(directory):
+        log.info(f"removed {stale.name}, a half-written file a killed run left behind")
+    log.cut_back(progress.loss_log_bytes)
     write_text_atomic(format_options(options), directory / "opt.txt")
 
     total_epochs = options.niter + options.niter_decay
@@ -306,80 +413,121 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
     log.info(f"{len(dataset)} training images, {batches} batches of {options.batch_size} per epoch, {total_epochs} epochs")
     model.train()
     started = time.time()
-    try:
+
+    def save_and_stop(signal_number: int) -> None:
+        """A requested stop, at a batch boundary: save everything, then end the run."""
+        checkpoint_everything(options, model, trainer, progress, visualizer, g_config, d_config)
+        visualizer.write_page(running=False)
+        name = signal.Signals(signal_number).name
+        message = (
+            f"interrupted ({name}): saved the state at epoch {progress.epoch}, after {progress.epoch_batches} "
+            f"batch(es) of it (iteration {progress.total_iterations}), in {directory}. "
+            "Continue with the same command plus --continue-train."
+        )
+        log.info(message)
+        raise TrainingInterrupted(signal_number, message)
+
+    with GracefulStop() as stop:
         while progress.epoch <= total_epochs:
             epoch = progress.epoch
             lr = trainer.set_epoch(epoch)
             sampler.set_epoch(epoch, skip_batches=progress.epoch_batches)
-            bar = tqdm(loader, total=batches, initial=progress.epoch_batches, desc=f"epoch {epoch}/{total_epochs}", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=batches, initial=progress.epoch_batches, desc=f"epoch {epoch}/{total_epochs}", leave=False, dynamic_ncols=True)
             iteration_started = time.time()
-            for batch in bar:
-                semantics, real = model.prepare_batch(batch)
-                losses: dict[str, torch.Tensor] = {}
-                did_generator_step = progress.epoch_batches % options.d_steps_per_g == 0
-                try:
-                    if did_generator_step:
-                        losses.update(trainer.generator_step(semantics, real))
-                    losses.update(trainer.discriminator_step(semantics, real, reuse_fake=options.reuse_fake and did_generator_step))
-                except NonFiniteLossError as error:
-                    raise NonFiniteLossError(
-                        f"{error} at epoch {epoch}, iteration {progress.total_iterations + 1}; the last saved "
-                        f"checkpoint in {directory} is intact (lower --lr, or check the data)"
-                    ) from None
-                progress.epoch_batches += 1
-                progress.total_iterations += 1
-                step = progress.total_iterations
-                if step % options.print_freq == 0:
-                    values = {name: float(value) for name, value in losses.items()}
-                    visualizer.record_losses(step, values)
-                    log.losses(epoch, step, (time.time() - iteration_started), values)
-                    bar.set_postfix({name: f"{value:.3f}" for name, value in values.items()}, refresh=False)
-                if step % options.display_freq == 0:
-                    fake = trainer.last_fake if did_generator_step else None
-                    if fake is None:
-                        with torch.no_grad():
-                            fake = model.generate(semantics)
-                    visualizer.display(epoch, step, semantics[0], fake[0], real[0])
-                if step % options.save_latest_freq == 0:
-                    checkpoint_everything(options, model, trainer, progress, visualizer, g_config, d_config)
-                    log.info(f"saved latest (epoch {epoch}, iteration {step})")
-                iteration_started = time.time()
-                if options.max_iterations is not None and step >= options.max_iterations:
-                    break
-            bar.close()
+            try:
+                for batch in batches_until_stopped(loader, stop):
+                    semantics, real = model.prepare_batch(batch)
+                    losses: dict[str, torch.Tensor] = {}
+                    did_generator_step = progress.epoch_batches % options.d_steps_per_g == 0
+                    skipped = False
+                    try:
+                        if did_generator_step:
+                            losses.update(trainer.generator_step(semantics, real))
+                        losses.update(trainer.discriminator_step(semantics, real, reuse_fake=options.reuse_fake and did_generator_step))
+                    except NonFiniteLossError as error:
+                        handle_nonfinite(error, options, progress, epoch, directory, log)
+                        skipped = True
+                    progress.epoch_batches += 1
+                    progress.total_iterations += 1
+                    step = progress.total_iterations
+                    bar.update(1)
+                    if not skipped:
+                        progress.nonfinite_streak = 0
+                        if step % options.print_freq == 0:
+                            values = {name: float(value) for name, value in losses.items()}
+                            visualizer.record_losses(step, values)
+                            log.losses(epoch, step, (time.time() - iteration_started), values)
+                            bar.set_postfix({name: f"{value:.3f}" for name, value in values.items()}, refresh=False)
+                        if step % options.display_freq == 0:
+                            fake = trainer.last_fake if did_generator_step else None
+                            if fake is None:
+                                with torch.no_grad():
+                                    fake = model.generate(semantics)
+                            visualizer.display(epoch, step, semantics[0], fake[0], real[0])
+                    if step % options.save_latest_freq == 0:
+                        checkpoint_everything(options, model, trainer, progress, visualizer, g_config, d_config)
+                        log.info(f"saved latest (epoch {epoch}, iteration {step})")
+                    iteration_started = time.time()
+                    if stop.requested is not None:
+                        save_and_stop(stop.requested)
+                    if options.max_iterations is not None and step >= options.max_iterations:
+                        break
+            except DataError as error:
+                raise DataError(
+                    f"{error}; training stopped at epoch {epoch}, iteration {progress.total_iterations + 1}: fix or "
+                    f"remove the file, then continue with --continue-train (the last save in {directory} is intact)"
+                ) from None
+            finally:
+                bar.close()
+            if stop.requested is not None:
+                save_and_stop(stop.requested)  # the loader ended early: its workers got the signal too
             reached_limit = options.max_iterations is not None and progress.total_iterations >= options.max_iterations
             if reached_limit and progress.epoch_batches < batches:
                 return stop_early(options, model, trainer, progress, visualizer, g_config, d_config, log)
             finished_epoch = epoch
-            progress = Progress(epoch + 1, 0, progress.total_iterations)
+            progress.epoch, progress.epoch_batches = epoch + 1, 0
             log.info(f"end of epoch {finished_epoch}/{total_epochs} (lr {lr:.6g}), {time.time() - started:.0f} s so far")
             if finished_epoch % options.save_epoch_freq == 0 or finished_epoch == total_epochs:
                 checkpoint_everything(options, model, trainer, progress, visualizer, g_config, d_config, epoch_label=str(finished_epoch))
                 log.info(f"saved latest and epoch {finished_epoch}")
+            if stop.requested is not None and progress.epoch <= total_epochs:
+                save_and_stop(stop.requested)
             if reached_limit and progress.epoch <= total_epochs:
                 return stop_early(options, model, trainer, progress, visualizer, g_config, d_config, log)
-    except KeyboardInterrupt:
-        checkpoint_everything(options, model, trainer, progress, visualizer, g_config, d_config)
-        visualizer.write_page(running=False)
-        log.info(
-            f"interrupted: saved the state at epoch {progress.epoch}, after {progress.epoch_batches} batch(es). "
-            "Continue with the same command plus --continue-train."
-        )
-        raise
     visualizer.write_page(running=False)
-    log.info(f"done in {time.time() - started:.0f} s; pictures: {directory / 'web' / 'index.html'}")
+    skipped_note = f"; {progress.skipped_batches} batch(es) skipped for non-finite losses" if progress.skipped_batches else ""
+    log.info(f"done in {time.time() - started:.0f} s{skipped_note}; pictures: {directory / 'web' / 'index.html'}")
     return model
 
 
+def handle_nonfinite(error: NonFiniteLossError, options, progress: Progress, epoch: int, directory: Path, log: Log) -> None:
+    """A non-finite loss term: stop (raise, saving nothing, so the last save stays as it was),
+    or with --on-nonfinite skip drop the batch with a warning and count it."""
+    where = f"at epoch {epoch}, iteration {progress.total_iterations + 1}"
+    if options.on_nonfinite == "stop":
+        raise NonFiniteLossError(
+            f"{error} {where}; stopped without saving, so the last save in {directory} is intact "
+            "(lower --lr, check the data, or --on-nonfinite skip)",
+            error.network,
+            error.terms,
+        ) from None
+    progress.skipped_batches += 1
+    progress.nonfinite_streak += 1
+    updated = " (the generator was updated before the discriminator step failed)" if error.network == "discriminator" else ""
+    log.info(f"WARNING: {error} {where}: batch skipped, no {error.network} update{updated}")
+    if progress.nonfinite_streak >= NONFINITE_STREAK_LIMIT:
+        raise NonFiniteLossError(
+            f"{progress.nonfinite_streak} batches in a row had non-finite losses (the last: {', '.join(error.terms)} {where}): "
+            f"the run has diverged; stopped without saving, the last save in {directory} is intact (lower --lr)",
+            error.network,
+            error.terms,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 done, 1 an error (one line on stderr, no traceback), 128 + signal
+    number after a Ctrl-C (130) or SIGTERM (143) that saved the state."""
     from gan.options import parse_options
 
     options, messages = parse_options(argv)
-    try:
-        train(options, messages)
-    except (DataError, CheckpointError, NonFiniteLossError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(train, options, messages, (DataError, CheckpointError, NonFiniteLossError, ValueError))

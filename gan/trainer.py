@@ -17,7 +17,16 @@ from gan.model import GANModel
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names the term."""
+    """A loss term became NaN or infinite; the message names the term(s).
+
+    `network` is 'generator' or 'discriminator' (whose step it was: that network was not
+    updated), `terms` the names of the non-finite terms.
+    """
+
+    def __init__(self, message: str, network: str = "", terms: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.network = network
+        self.terms = tuple(terms)
 
 
 class GANTrainer:
@@ -72,18 +81,39 @@ class GANTrainer:
         return lr
 
     @staticmethod
-    def check_finite(losses: dict[str, torch.Tensor]) -> None:
+    def check_finite(losses: dict[str, torch.Tensor], network: str = "") -> None:
+        """Raise NonFiniteLossError (before any backward or update) when a term is NaN/inf.
+        One device sync for all the terms; the names are looked up only on failure."""
         values = torch.stack([value.detach().float() for value in losses.values()])
         if not bool(torch.isfinite(values).all()):
-            bad = [name for name, value in losses.items() if not math.isfinite(float(value))]
-            raise NonFiniteLossError(f"non-finite loss term(s): {', '.join(bad)}")
+            bad = tuple(name for name, value in losses.items() if not math.isfinite(float(value.detach())))
+            shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
+            step = f" in the {network} step" if network else ""
+            raise NonFiniteLossError(f"non-finite loss term(s) {shown}{step}", network, bad)
+
+    def _buffer_snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of G's and D's buffers (normalisation running statistics, spectral-norm
+        vectors), which a forward pass in training mode changes. Small: no weights."""
+        return [(buffer, buffer.detach().clone()) for net in (self.model.netG, self.model.netD) for buffer in net.buffers()]
+
+    def _check_or_restore(self, losses: dict[str, torch.Tensor], network: str, buffers) -> None:
+        """On a non-finite loss, put the buffers back as they were before this step's forward
+        passes, so that a skipped batch (--on-nonfinite skip) leaves no trace, then raise."""
+        try:
+            self.check_finite(losses, network)
+        except NonFiniteLossError:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            raise
 
     def generator_step(self, semantics: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
         """One G update; returns the detached loss terms."""
         self.optimizer_G.zero_grad(set_to_none=True)
+        buffers = self._buffer_snapshot()
         with autocast_context(self.model.gan_device, self.amp):
             losses, fake = self.model.generator_losses(semantics, real)
-        self.check_finite(losses)
+        self._check_or_restore(losses, "generator", buffers)
         total = sum(losses.values())
         self.scaler_G.scale(total).backward()
         self.scaler_G.step(self.optimizer_G)
@@ -97,9 +127,10 @@ class GANTrainer:
         """One D update; regenerates the fake unless `reuse_fake` (then the G step's is used)."""
         self.optimizer_D.zero_grad(set_to_none=True)
         fake = self.last_fake if reuse_fake else None
+        buffers = self._buffer_snapshot()
         with autocast_context(self.model.gan_device, self.amp):
             losses = self.model.discriminator_losses(semantics, real, fake)
-        self.check_finite(losses)
+        self._check_or_restore(losses, "discriminator", buffers)
         total = sum(losses.values())
         self.scaler_D.scale(total).backward()
         self.scaler_D.step(self.optimizer_D)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from common.interrupts import NONFINITE_STREAK_LIMIT
 from common.presets import PRESET_IMAGE_SIZE
 
 DATA_DIR = Path("data_sample")
@@ -106,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="metric-based: ReduceLROnPlateau on the validation loss (factor 0.8, patience 4, "
                        "threshold 1e-4 relative); fixed: StepLR (step 20 epochs, gamma 0.8)")
     optim.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
-                       help="a NaN/inf loss: stop with a message (the last checkpoint stays intact), or skip "
-                       "that batch's update and count it")
+                       help="a NaN/inf loss term: stop with a message naming the term and the iteration "
+                       "(nothing is saved after it, so the last save stays intact), or skip that batch's update "
+                       f"with a warning (the run stops after {NONFINITE_STREAK_LIMIT} skipped batches in a row)")
 
     device = parser.add_argument_group("devices and speed")
     device.add_argument("--gan-device", default=None, help="generator; default: cuda:0 with a GPU, else cpu")
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
 
     output = parser.add_argument_group("output")
+    output.add_argument("--save-latest-freq", type=int, default=500,
+                        help="also save the training state every N iterations (batches), mid-epoch included, "
+                        "so --continue-train after a crash loses at most N iterations; 0: only after each epoch")
     output.add_argument("--print-freq", type=int, default=0,
                         help="also print the batch losses every N batches (0: only the progress bar and "
                         "the epoch summaries)")

@@ -9,17 +9,23 @@ Files in `--checkpoints-dir`:
   only when an epoch's validation loss is the lowest so far;
 - `nadsnet_train_state.pth`: everything an exact `--continue-train` needs (weights, optimiser,
   scheduler, best loss, epoch and batch position, RNG states, curves), written after every
-  epoch and on Ctrl-C;
+  epoch, every `--save-latest-freq` iterations within an epoch, and on Ctrl-C / SIGTERM;
 - `nadsnet_log.txt` (epoch summaries), `nadsnet_opt.txt` (options), `tensorboard/nadsnet/`
   (scalars per epoch), `web/nadsnet.html` with `web/images/nadsnet_*.png`.
+
+Surviving crashes (README "After a crash"): the data, options and checkpoints to load are all
+checked before the first file is written; every file is written atomically; Ctrl-C / SIGTERM
+stop at the next batch boundary after saving; a non-finite loss stops without saving (or,
+with --on-nonfinite skip, drops the batch); --continue-train resumes exactly, mid-epoch too.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
+import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from common.checkpoints import (
     capture_rng_states,
     load_file,
     load_weights_strict,
+    remove_stale_temporaries,
     restore_rng_states,
     save_atomic,
     save_network,
@@ -40,8 +47,9 @@ from common.checkpoints import (
 )
 from common.dataset import DataError, PoseDataset, collate_poses
 from common.devices import describe_placement, resolve_devices
+from common.interrupts import NONFINITE_STREAK_LIMIT, GracefulStop, TrainingInterrupted, batches_until_stopped, run_command
 from common.maps import nadsnet_targets
-from common.models.factory import build_nadsnet, load_generator
+from common.models.factory import build_nadsnet, describe_state_dict, load_generator
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
 from common.sampling import ResumableSampler
 from nadsnet_pvt.batch import GeneratedSamples, build_training_batch, generated_count, geometric_generator
@@ -59,15 +67,38 @@ LOSS_NAMES = ("total", "heatmap", "paf", "seatbelt", "dice")
 
 
 class Log:
-    """Prints above the progress bar and appends to nadsnet_log.txt."""
+    """Prints above the progress bar and appends to nadsnet_log.txt.
 
-    def __init__(self, checkpoints_dir: Path):
+    With `hold=True` the lines are only kept in memory until `start_file` is called: a run
+    writes nothing before its data, options and checkpoints have been checked.
+    """
+
+    def __init__(self, checkpoints_dir: Path, hold: bool = False):
         self.path = checkpoints_dir / "nadsnet_log.txt"
+        self.held: list[str] | None = [] if hold else None
 
     def info(self, message: str) -> None:
         tqdm.write(message)
+        if self.held is not None:
+            self.held.append(message)
+            return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(message + "\n")
+
+    def size(self) -> int:
+        """Bytes in the log file now (saved with the state: a resumed run cuts the log back to it)."""
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def start_file(self, cut_back_to: int | None = None) -> None:
+        """Start writing to the file: first drop what a killed run logged after the save being
+        continued from (`cut_back_to` bytes are kept), then write the lines held so far."""
+        if cut_back_to is not None and self.size() > cut_back_to:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(cut_back_to)
+        held, self.held = self.held or [], None
+        if held:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write("".join(line + "\n" for line in held))
 
 
 @dataclass
@@ -81,6 +112,9 @@ class Progress:
     loss_batches: int = 0
     best_loss: float = math.inf
     best_epoch: int = 0
+    total_iterations: int = 0  # batches trained (or skipped) since the start of the run
+    nonfinite_streak: int = 0  # batches skipped in a row for non-finite losses (--on-nonfinite skip)
+    log_bytes: int | None = None  # size of nadsnet_log.txt at the save this run continues from
 
     def add(self, losses: dict[str, float]) -> None:
         for name, value in losses.items():
@@ -89,6 +123,9 @@ class Progress:
 
     def epoch_means(self) -> dict[str, float]:
         return {name: total / max(1, self.loss_batches) for name, total in self.loss_sums.items()}
+
+    def describe(self) -> str:
+        return f"epoch {self.epoch}, after {self.epoch_batches} batch(es) of it (iteration {self.total_iterations})"
 
     def next_epoch(self) -> None:
         self.epoch += 1
@@ -136,7 +173,10 @@ def load_pretrained(net: torch.nn.Module, path: Path, log: Log) -> None:
     except (ValueError, RuntimeError) as error:
         raise CheckpointError(f"--pretrained {path}: {error}") from None
     if not report.loaded:
-        raise CheckpointError(f"--pretrained {path}: no tensor fits NADS-Net ({report.layout} layout); nothing loaded")
+        raise CheckpointError(
+            f"--pretrained {path}: no tensor fits NADS-Net (the file holds {describe_state_dict(state_dict)}, "
+            f"{report.layout} layout); nothing loaded"
+        )
     log.info(f"--pretrained {path}: {report}")
     if not report.complete:
         log.info("WARNING: the tensors listed above did not load and keep their random initialisation")
@@ -190,7 +230,10 @@ def build_loader(options: argparse.Namespace, dataset: PoseDataset, sampler: Res
 # --------------------------------------------------------------------------- state
 
 
-def save_training_state(path: Path, net, trainer: NADSNetTrainer, progress: Progress, visualizer: NADSNetVisualizer, config, options) -> None:
+def save_training_state(
+    path: Path, net, trainer: NADSNetTrainer, progress: Progress, visualizer: NADSNetVisualizer, config, options, log: Log
+) -> None:
+    """Everything an exact --continue-train needs, written atomically (temp file, fsync, rename)."""
     state = {
         "format": STATE_FORMAT,
         "nadsnet": net.state_dict(),
@@ -202,6 +245,9 @@ def save_training_state(path: Path, net, trainer: NADSNetTrainer, progress: Prog
         "loss_batches": progress.loss_batches,
         "best_loss": progress.best_loss,
         "best_epoch": progress.best_epoch,
+        "total_iterations": progress.total_iterations,
+        "nonfinite_streak": progress.nonfinite_streak,
+        "log_bytes": log.size(),
         "options": {key: getattr(options, key) for key in RESUME_KEYS},
         "rng": capture_rng_states(),
         "visualizer": visualizer.state_dict(),
@@ -220,8 +266,13 @@ def resume(path: Path, net, trainer: NADSNetTrainer, visualizer: NADSNetVisualiz
     if differing:
         flags = ", ".join(f"--{key.replace('_', '-')} {saved.get(key)}" for key in differing)
         raise CheckpointError(f"{path} was saved with {flags}; continue with the same values")
-    load_weights_strict(net, state["nadsnet"], f"{path} (NADS-Net)")
-    trainer.load_state_dict(state["trainer"])
+    saved_config = state.get("nadsnet_config", {})
+    hint = f"--image-size {saved_config['image_size']}" if "image_size" in saved_config else ""
+    load_weights_strict(net, state["nadsnet"], f"{path} (NADS-Net)", hint)
+    try:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: the optimiser or scheduler state does not fit this run ({error})") from None
     restore_rng_states(state["rng"])
     visualizer.load_state_dict(state.get("visualizer", {}))
     progress = Progress(
@@ -231,8 +282,11 @@ def resume(path: Path, net, trainer: NADSNetTrainer, visualizer: NADSNetVisualiz
         loss_batches=state["loss_batches"],
         best_loss=state["best_loss"],
         best_epoch=state["best_epoch"],
+        total_iterations=state.get("total_iterations", 0),
+        nonfinite_streak=state.get("nonfinite_streak", 0),
+        log_bytes=state.get("log_bytes"),
     )
-    log.info(f"continuing from {path}: epoch {progress.epoch}, after {progress.epoch_batches} batch(es) of it; "
+    log.info(f"continuing from {path}: {progress.describe()}; "
              f"best validation loss so far {progress.best_loss:.4g} (epoch {progress.best_epoch})")
     return progress
 
@@ -319,11 +373,36 @@ def open_writer(directory: Path, purge_step: int | None, log: Log):
 # --------------------------------------------------------------------------- the run
 
 
+def load_datasets(options: argparse.Namespace, log: Log) -> tuple[PoseDataset, PoseDataset]:
+    """The training and validation sets, validated before anything is written (SPEC 1): a bad
+    file fails here with one line naming the file, the record and the field. Warnings (e.g.
+    keypoints outside their frame) become log lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_set = PoseDataset(options.train_annotations, options.images_dir, options.masks_dir,
+                                image_size=options.image_size, arm_augment=options.arm_augment, seed=options.seed)
+        valid_set = PoseDataset(options.valid_annotations, options.images_dir, options.masks_dir,
+                                image_size=options.image_size, arm_augment="none")
+    for warning in caught:
+        log.info(f"WARNING: {warning.message}")
+    train_set.verify_file_ends()
+    valid_set.verify_file_ends()
+    if len(train_set) < options.batch_size:
+        raise DataError(
+            f"{options.train_annotations}: {len(train_set)} image(s), fewer than one batch of {options.batch_size} "
+            "(training drops incomplete batches, as the seed did); lower --batch-size"
+        )
+    return train_set, valid_set
+
+
 def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Module:
-    """Run the whole training; returns NADS-Net with its final weights."""
+    """Run the whole training; returns NADS-Net with its final weights.
+
+    Everything that can be wrong with the data, the options or the checkpoints to load is
+    found before the first file is written: such a run leaves `--checkpoints-dir` untouched.
+    """
     directory: Path = options.checkpoints_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    log = Log(directory)
+    log = Log(directory, hold=True)
     for message in messages:
         log.info(message)
 
@@ -335,15 +414,7 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
     if nadsnet_device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    train_set = PoseDataset(options.train_annotations, options.images_dir, options.masks_dir,
-                            image_size=options.image_size, arm_augment=options.arm_augment, seed=options.seed)
-    valid_set = PoseDataset(options.valid_annotations, options.images_dir, options.masks_dir,
-                            image_size=options.image_size, arm_augment="none")
-    if len(train_set) < options.batch_size:
-        raise DataError(
-            f"{options.train_annotations}: {len(train_set)} image(s), fewer than one batch of {options.batch_size} "
-            "(training drops incomplete batches, as the seed did); lower --batch-size"
-        )
+    train_set, valid_set = load_datasets(options, log)
     per_batch = options.batch_size * options.gan_fraction
     if options.gan_fraction > 0 and abs(per_batch - round(per_batch)) > 1e-9:
         log.info(
@@ -369,6 +440,15 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
     progress = Progress()
     if options.continue_train:
         progress = resume(directory / TRAIN_STATE, net, trainer, visualizer, options, log)
+
+    # Everything checked: from here on the run writes files.
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot create --checkpoints-dir {directory}: {error.strerror or error}") from None
+    log.start_file(cut_back_to=progress.log_bytes)
+    for stale in remove_stale_temporaries(directory):
+        log.info(f"removed {stale.name}, a half-written file a killed run left behind")
     write_text_atomic(format_options(options), directory / "nadsnet_opt.txt")
     writer = open_writer(directory, progress.epoch if options.continue_train else None, log)
 
@@ -380,95 +460,131 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
     )
     started = time.time()
     page_written = False
-    try:
-        while progress.epoch <= options.epochs:
-            epoch = progress.epoch
-            epoch_started = time.time()
-            train_set.set_epoch(epoch)
-            train_sampler.set_epoch(epoch, skip_batches=progress.epoch_batches)
-            shown_batch = False
-            bar = tqdm(train_loader, total=batches, initial=progress.epoch_batches,
-                       desc=f"epoch {epoch}/{options.epochs}", leave=False, dynamic_ncols=True)
-            for batch in bar:
-                batch_index = progress.epoch_batches
-                training_batch = build_training_batch(
-                    batch,
-                    generated_count(options.batch_size, options.gan_fraction, batch_index),
-                    generated_samples,
-                    nadsnet_device,
-                    options.include_background,
-                    geometric_generator(options.seed, epoch, batch_index),
-                )
-                losses = trainer.train_step(training_batch.images, training_batch.seatbelt,
-                                            training_batch.heatmaps, training_batch.pafs)
-                progress.epoch_batches += 1
-                if losses is None:
-                    log.info(f"WARNING: non-finite loss at epoch {epoch}, batch {progress.epoch_batches}: update skipped "
-                             f"({trainer.skipped_steps} so far)")
-                    continue
-                values = {name: float(value) for name, value in losses.items()}
-                progress.add(values)
-                bar.set_postfix({name: f"{values[name]:.3g}" for name in LOSS_NAMES if name in values}, refresh=False)
-                if options.print_freq and progress.epoch_batches % options.print_freq == 0:
-                    log.info(f"(epoch {epoch}, batch {progress.epoch_batches}/{batches}) {format_losses(values)}")
-                if not shown_batch:
-                    visualizer.training_batch(epoch, training_batch, geometric_generator(options.seed, epoch, batch_index))
-                    shown_batch = True
-            bar.close()
 
-            valid_losses, summary = validate(trainer, valid_loader, options, nadsnet_device, visualizer, epoch)
-            train_losses = progress.epoch_means()
-            improved = valid_losses["total"] < progress.best_loss
-            if improved:
-                progress.best_loss, progress.best_epoch = valid_losses["total"], epoch
-                save_network(net, directory / BEST_WEIGHTS, config)
-            lr = trainer.lr
-            next_lr = trainer.end_epoch(valid_losses["total"])
-            visualizer.record(epoch, "train", train_losses)
-            visualizer.record(epoch, "valid", {**valid_losses, **{k: summary[k] for k in ("pck5", "pck10", "seatbelt_iou", "seatbelt_dice")}})
-            write_scalars(writer, epoch, train_losses, valid_losses, summary, lr)
-            log.info(epoch_report(epoch, options.epochs, lr, time.time() - epoch_started, train_losses, valid_losses, summary, improved))
-            if next_lr != lr:
-                log.info(f"  learning rate lowered to {next_lr:.3g}")
-            progress.next_epoch()
-            save_training_state(directory / TRAIN_STATE, net, trainer, progress, visualizer, config, options)
-            visualizer.write_page(running=progress.epoch <= options.epochs)
-            page_written = True
-    except NonFiniteLossError as error:
-        raise NonFiniteLossError(
-            f"{error} at epoch {progress.epoch}, batch {progress.epoch_batches + 1}; {BEST_WEIGHTS} and the training "
-            f"state of the last finished epoch in {directory} are intact (lower --lr, check the data, or "
-            "--on-nonfinite skip)"
-        ) from None
-    except KeyboardInterrupt:
-        save_training_state(directory / TRAIN_STATE, net, trainer, progress, visualizer, config, options)
+    def save_state() -> None:
+        save_training_state(directory / TRAIN_STATE, net, trainer, progress, visualizer, config, options, log)
+
+    def save_and_stop(signal_number: int) -> None:
+        """A requested stop, at a batch boundary: save the state, then end the run."""
+        save_state()
         visualizer.write_page(running=False)
-        log.info(
-            f"interrupted: saved the state at epoch {progress.epoch}, after {progress.epoch_batches} batch(es). "
-            "Continue with the same command plus --continue-train."
+        message = (
+            f"interrupted ({signal.Signals(signal_number).name}): saved the state at {progress.describe()}, in "
+            f"{directory}. Continue with the same command plus --continue-train."
         )
-        raise
+        log.info(message)
+        raise TrainingInterrupted(signal_number, message)
+
+    try:
+        with GracefulStop() as stop:
+            while progress.epoch <= options.epochs:
+                epoch = progress.epoch
+                epoch_started = time.time()
+                train_set.set_epoch(epoch)
+                train_sampler.set_epoch(epoch, skip_batches=progress.epoch_batches)
+                shown_batch = progress.epoch_batches > 0  # a continued epoch showed its first batch already
+                bar = tqdm(total=batches, initial=progress.epoch_batches,
+                           desc=f"epoch {epoch}/{options.epochs}", leave=False, dynamic_ncols=True)
+                try:
+                    for batch in batches_until_stopped(train_loader, stop):
+                        batch_index = progress.epoch_batches
+                        training_batch = build_training_batch(
+                            batch,
+                            generated_count(options.batch_size, options.gan_fraction, batch_index),
+                            generated_samples,
+                            nadsnet_device,
+                            options.include_background,
+                            geometric_generator(options.seed, epoch, batch_index),
+                        )
+                        try:
+                            losses = trainer.train_step(training_batch.images, training_batch.seatbelt,
+                                                        training_batch.heatmaps, training_batch.pafs)
+                        except NonFiniteLossError as error:
+                            raise NonFiniteLossError(
+                                f"{error} at epoch {epoch}, batch {batch_index + 1} (iteration "
+                                f"{progress.total_iterations + 1}); stopped without saving, so the last save in "
+                                f"{directory} is intact (lower --lr, check the data, or --on-nonfinite skip)",
+                                error.terms,
+                            ) from None
+                        progress.epoch_batches += 1
+                        progress.total_iterations += 1
+                        bar.update(1)
+                        if losses is None:
+                            progress.nonfinite_streak += 1
+                            log.info(
+                                f"WARNING: non-finite loss term(s) {trainer.last_nonfinite} at epoch {epoch}, batch "
+                                f"{progress.epoch_batches} (iteration {progress.total_iterations}): batch skipped, "
+                                f"no update ({trainer.skipped_steps} skipped so far)"
+                            )
+                            if progress.nonfinite_streak >= NONFINITE_STREAK_LIMIT:
+                                raise NonFiniteLossError(
+                                    f"{progress.nonfinite_streak} batches in a row had non-finite losses (the last: "
+                                    f"{trainer.last_nonfinite} at iteration {progress.total_iterations}): the run has "
+                                    f"diverged; stopped without saving, the last save in {directory} is intact (lower --lr)"
+                                )
+                        else:
+                            progress.nonfinite_streak = 0
+                            values = {name: float(value) for name, value in losses.items()}
+                            progress.add(values)
+                            bar.set_postfix({name: f"{values[name]:.3g}" for name in LOSS_NAMES if name in values}, refresh=False)
+                            if options.print_freq and progress.epoch_batches % options.print_freq == 0:
+                                log.info(f"(epoch {epoch}, batch {progress.epoch_batches}/{batches}) {format_losses(values)}")
+                            if not shown_batch:
+                                visualizer.training_batch(epoch, training_batch, geometric_generator(options.seed, epoch, batch_index))
+                                shown_batch = True
+                        if options.save_latest_freq and progress.total_iterations % options.save_latest_freq == 0 \
+                                and progress.epoch_batches < batches:
+                            save_state()  # mid-epoch (the end of the epoch saves after validation)
+                            log.info(f"saved the training state ({progress.describe()})")
+                        if stop.requested is not None:
+                            save_and_stop(stop.requested)
+                except DataError as error:
+                    raise DataError(
+                        f"{error}; training stopped at epoch {epoch}, iteration {progress.total_iterations + 1}: fix or "
+                        f"remove the file, then continue with --continue-train (the last save in {directory} is intact)"
+                    ) from None
+                finally:
+                    bar.close()
+                if stop.requested is not None:
+                    save_and_stop(stop.requested)  # the loader ended early: its workers got the signal too
+
+                valid_losses, summary = validate(trainer, valid_loader, options, nadsnet_device, visualizer, epoch)
+                train_losses = progress.epoch_means()
+                improved = valid_losses["total"] < progress.best_loss
+                if improved:
+                    progress.best_loss, progress.best_epoch = valid_losses["total"], epoch
+                    save_network(net, directory / BEST_WEIGHTS, config)
+                lr = trainer.lr
+                next_lr = trainer.end_epoch(valid_losses["total"])
+                visualizer.record(epoch, "train", train_losses)
+                visualizer.record(epoch, "valid", {**valid_losses, **{k: summary[k] for k in ("pck5", "pck10", "seatbelt_iou", "seatbelt_dice")}})
+                write_scalars(writer, epoch, train_losses, valid_losses, summary, lr)
+                log.info(epoch_report(epoch, options.epochs, lr, time.time() - epoch_started, train_losses, valid_losses, summary, improved))
+                if next_lr != lr:
+                    log.info(f"  learning rate lowered to {next_lr:.3g}")
+                progress.next_epoch()
+                save_state()
+                visualizer.write_page(running=progress.epoch <= options.epochs)
+                page_written = True
+                if stop.requested is not None and progress.epoch <= options.epochs:
+                    save_and_stop(stop.requested)
     finally:
         if writer is not None:
             writer.close()
     if not page_written:
         visualizer.write_page(running=False)
+    skipped = f"; {trainer.skipped_steps} batch(es) skipped for non-finite losses" if trainer.skipped_steps else ""
     log.info(
-        f"done in {time.time() - started:.0f} s; best validation loss {progress.best_loss:.4g} at epoch "
+        f"done in {time.time() - started:.0f} s{skipped}; best validation loss {progress.best_loss:.4g} at epoch "
         f"{progress.best_epoch} ({directory / BEST_WEIGHTS}); pictures: {directory / 'web' / 'nadsnet.html'}"
     )
     return net
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 done, 1 an error (one line on stderr, no traceback), 128 + signal
+    number after a Ctrl-C (130) or SIGTERM (143) that saved the state."""
     from nadsnet_pvt.options import parse_options
 
     options, messages = parse_options(argv)
-    try:
-        train(options, messages)
-    except (DataError, CheckpointError, NonFiniteLossError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(train, options, messages, (DataError, CheckpointError, NonFiniteLossError, ValueError))

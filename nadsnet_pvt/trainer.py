@@ -24,7 +24,11 @@ SCHEDULES = ("metric-based", "fixed")
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names the term(s)."""
+    """A loss term became NaN or infinite; the message names the term(s), `terms` lists them."""
+
+    def __init__(self, message: str, terms: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.terms = tuple(terms)
 
 
 def detached(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,7 +45,9 @@ class NADSNetTrainer:
         schedule: 'metric-based' or 'fixed' (see the module docstring).
         amp: 'off' | 'bf16' | 'fp16' autocast of the forward pass (losses in float32).
         on_nonfinite: 'stop' raises NonFiniteLossError; 'skip' drops that batch's update and
-            counts it in `skipped_steps`.
+            counts it in `skipped_steps` (`last_nonfinite` then describes the bad terms).
+    In both cases the network's buffers (normalisation running statistics) are put back as
+    they were before the bad batch's forward pass: a skipped batch leaves no trace.
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class NADSNetTrainer:
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and self.device.type == "cuda")
         self.skipped_steps = 0
+        self.last_nonfinite = ""  # e.g. "heatmap = nan" after a skipped batch
 
     @property
     def lr(self) -> float:
@@ -100,13 +107,18 @@ class NADSNetTrainer:
         skipped (`on_nonfinite='skip'`). Raises NonFiniteLossError naming the term otherwise."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
+        buffers = [(buffer, buffer.detach().clone()) for buffer in self.net.buffers()]
         losses, _ = self.losses(images, seatbelt, heatmaps, pafs)
         bad = self.nonfinite_terms(losses)
         if bad:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            self.last_nonfinite = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
             if self.on_nonfinite == "skip":
                 self.skipped_steps += 1
                 return None
-            raise NonFiniteLossError(f"non-finite loss term(s): {', '.join(bad)}")
+            raise NonFiniteLossError(f"non-finite loss term(s) {self.last_nonfinite}", tuple(bad))
         self.scaler.scale(losses["total"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from torch import nn
 
 from common.checkpoints import load_file, load_state_dict_file, save_network
 from common.imaging import gan_to_imagenet
+from common.interrupts import TrainingInterrupted
 from common.maps import gan_input, nadsnet_targets
 from common.models.factory import build_generator, generator_config, load_nadsnet
 from common.models.init import init_weights
@@ -291,8 +294,9 @@ def test_best_checkpoint_saved_only_on_improvement(tiny_dataset_dir, tmp_path, m
 
 
 def test_interrupted_run_continues_exactly(tiny_dataset_dir, tmp_path, generator_file, monkeypatch):
-    """Stopped after the first of two batches (Ctrl-C), then continued: the same weights as an
-    uninterrupted run (generated half, 'highly' arm poses and geometric draws included)."""
+    """Ctrl-C during the first of two batches: the batch is finished, the state saved, the run
+    stopped; continued, it ends with the same weights as an uninterrupted run (generated half,
+    'highly' arm poses and geometric draws included)."""
     data, train_file, valid_file = make_data(tiny_dataset_dir, train=4, valid=1)
     extra = ("--arm-augment", "highly", "--generator-weights", str(generator_file))
 
@@ -307,15 +311,16 @@ def test_interrupted_run_continues_exactly(tiny_dataset_dir, tmp_path, generator
     real_step = NADSNetTrainer.train_step
     calls = []
 
-    def interrupt_second_step(self, *args):
+    def interrupt_first_step(self, *args):
         calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C would, in the middle of the step
         return real_step(self, *args)
 
-    monkeypatch.setattr(NADSNetTrainer, "train_step", interrupt_second_step)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(NADSNetTrainer, "train_step", interrupt_first_step)
+    with pytest.raises(TrainingInterrupted) as stopped:
         train_module.train(options, messages)
+    assert stopped.value.exit_code == 130 and len(calls) == 1
     monkeypatch.setattr(NADSNetTrainer, "train_step", real_step)
     state = load_file(stopped_dir / "nadsnet_train_state.pth")
     assert (state["epoch"], state["epoch_batches"]) == (1, 1)

@@ -102,6 +102,64 @@ def infer_generator_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     return dict(SEED_GENERATOR_CONFIG, ngf=int(out_channels) // 16, semantic_nc=int(semantic_nc), num_upsampling_layers=levels)
 
 
+def infer_discriminator_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A MultiscaleDiscriminator's configuration read off its state dict: `ndf` and `input_nc`
+    from the first conv of scale 0 ((ndf, input_nc, 4, 4)), `num_D` from the scales present,
+    `n_layers` from the last `model<n>` of scale 0."""
+    first = state_dict.get("discriminator_0.model0.0.weight")
+    if first is None:
+        raise CheckpointError("not a multi-scale discriminator state dict (no 'discriminator_0.model0.0.weight')")
+    scales = {key.split(".", 1)[0] for key in state_dict if key.startswith("discriminator_")}
+    layers = [int(key.split(".")[1][len("model"):]) for key in state_dict if key.startswith("discriminator_0.model")]
+    return dict(
+        SEED_DISCRIMINATOR_CONFIG, ndf=int(first.shape[0]), input_nc=int(first.shape[1]), num_D=len(scales), n_layers=max(layers)
+    )
+
+
+def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
+    """What a state dict holds, by its key names: 'a SPADE generator (--ngf 8)', 'a NADS-Net', ..."""
+    if "fc.weight" in state_dict and any(key.startswith("head_0.") for key in state_dict):
+        return f"a SPADE generator (--ngf {infer_generator_config(state_dict)['ngf']})"
+    if "discriminator_0.model0.0.weight" in state_dict:
+        return f"a multi-scale discriminator ({_config_flags(infer_discriminator_config(state_dict))})"
+    if any(key.startswith(("PVT.", "FPN.", "keypoint_heatmap_branch.")) for key in state_dict):
+        return "a NADS-Net"
+    return f"an unknown network ({len(state_dict)} tensors, first key {next(iter(state_dict), 'none')!r})"
+
+
+def fitting_flags(kind: str, state_dict: dict[str, torch.Tensor], image_size: int | None = None) -> str:
+    """The command-line flags that build a network this state dict fits, for error messages:
+    kind 'generator' -> '--ngf 8' (+ ' --image-size S' when known), 'discriminator' -> '--ndf 4 ...'.
+    When the file holds another kind of network, says which."""
+    try:
+        if kind == "generator":
+            config = infer_generator_config(state_dict)
+            flags = f"--ngf {config['ngf']}"
+            if config["num_upsampling_layers"] != "normal":
+                flags += f" --num-upsampling-layers {config['num_upsampling_layers']}"
+            return flags + (f" --image-size {image_size}" if image_size else "")
+        if kind == "discriminator":
+            config = infer_discriminator_config(state_dict)
+            flags = f"--ndf {config['ndf']}"
+            if config["n_layers"] != SEED_DISCRIMINATOR_CONFIG["n_layers"]:
+                flags += f" --n-layers-d {config['n_layers']}"
+            if config["num_D"] != SEED_DISCRIMINATOR_CONFIG["num_D"]:
+                flags += f" --num-d {config['num_D']}"
+            return flags
+    except CheckpointError:
+        return f"no {kind}: the file holds {describe_state_dict(state_dict)}"
+    return ""
+
+
+def _check_kind(path: str | Path, config: dict[str, Any], network: str, what: str, state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse a file whose stored configuration is for another kind of network."""
+    if config.get("network", network) != network:
+        raise CheckpointError(
+            f"{path} is not {what}: its configuration ({Path(path).with_suffix('.json').name}) is for a "
+            f"{config.get('network')}; the file holds {describe_state_dict(state_dict)}"
+        )
+
+
 def infer_nadsnet_config(state_dict: dict[str, torch.Tensor], image_size: int = REFERENCE_IMAGE_SIZE) -> dict[str, Any]:
     """NADS-Net's configuration from a state dict: the heatmap count from its last heatmap
     conv, the seatbelt head from its presence. The image size comes from the position
@@ -124,9 +182,14 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     """A generator from a weights file, with its configuration (the JSON beside it, else the
     seed's configuration inferred from the shapes). Raises CheckpointError on a mismatch."""
     state_dict = load_state_dict_file(path)
-    config = load_network_config(path) or infer_generator_config(state_dict)
+    config = load_network_config(path)
+    if config is None:
+        if "fc.weight" not in state_dict:
+            raise CheckpointError(f"{path} is not a SPADE generator: it holds {describe_state_dict(state_dict)}")
+        config = infer_generator_config(state_dict)
+    _check_kind(path, config, "SPADEGenerator", "a SPADE generator", state_dict)
     net = build_generator(config)
-    load_weights_strict(net, state_dict, path, _config_flags(infer_generator_config(state_dict) | {"crop_size": config["crop_size"]}))
+    load_weights_strict(net, state_dict, path, fitting_flags("generator", state_dict, config.get("crop_size")))
     return net.to(device), config
 
 
@@ -138,7 +201,12 @@ def load_nadsnet(
     `image_size`, when given, must equal the file's (position embeddings are sized for it).
     """
     state_dict = load_state_dict_file(path)
-    config = load_network_config(path) or infer_nadsnet_config(state_dict)
+    config = load_network_config(path)
+    if config is None:
+        if describe_state_dict(state_dict) != "a NADS-Net":
+            raise CheckpointError(f"{path} is not a NADS-Net: it holds {describe_state_dict(state_dict)}")
+        config = infer_nadsnet_config(state_dict)
+    _check_kind(path, config, "NADSNet", "a NADS-Net", state_dict)
     if image_size is not None and int(config["image_size"]) != int(image_size):
         raise CheckpointError(
             f"{path} holds a NADS-Net for {config['image_size']} px input, but this run uses {image_size} px "
