@@ -19,7 +19,7 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -197,15 +197,25 @@ def load_network_config(path: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(f"cannot read the configuration {config_path}: {error}") from None
 
 
-def describe_key_mismatch(missing: list[str], unexpected: list[str], shown: int = 6) -> str:
-    """A short text listing missing and unexpected keys (the first few of each, with counts)."""
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected)):
-        if keys:
-            head = ", ".join(keys[:shown])
-            more = f" ... (+{len(keys) - shown} more)" if len(keys) > shown else ""
-            parts.append(f"{len(keys)} {label} key(s): {head}{more}")
-    return "; ".join(parts) if parts else "no key differences"
+def _preview(keys: Sequence[str], limit: int) -> str:
+    shown = ", ".join(keys[:limit])
+    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"{len(keys)} key{'s' if len(keys) != 1 else ''}: {shown}{more}"
+
+
+def describe_mismatch(
+    missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str] = (), limit: int = 8
+) -> str:
+    """Readable summary of a key mismatch, one line per non-empty group (missing, unexpected,
+    shape mismatch) with its count and first `limit` keys; empty when all groups are empty."""
+    lines = []
+    if missing:
+        lines.append(f"missing from the checkpoint, {_preview(list(missing), limit)}")
+    if unexpected:
+        lines.append(f"unexpected in the checkpoint, {_preview(list(unexpected), limit)}")
+    if mismatched:
+        lines.append(f"shape mismatch, {_preview(list(mismatched), limit)}")
+    return "\n".join(lines)
 
 
 def load_weights_strict(
@@ -225,9 +235,7 @@ def load_weights_strict(
         if key in state_dict and tuple(state_dict[key].shape) != tuple(own[key].shape)
     ]
     if missing or unexpected or wrong_shape:
-        detail = describe_key_mismatch(missing, unexpected)
-        if wrong_shape:
-            detail += f"; {len(wrong_shape)} shape difference(s) (file vs network): " + ", ".join(wrong_shape[:4])
+        detail = describe_mismatch(missing, unexpected, wrong_shape, limit=6).replace("\n", "; ")
         hint = f"; it fits {fitting_config}" if fitting_config else ""
         raise CheckpointError(f"{source} does not fit this network: {detail}{hint}")
     net.load_state_dict(state_dict, strict=True)

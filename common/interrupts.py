@@ -23,6 +23,19 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NONFINITE_STREAK_LIMIT = 20
 
 
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the term(s).
+
+    `terms`: the names of the non-finite terms; `network`: whose step it was (that network was
+    not updated), where a run trains several ('generator' or 'discriminator' in the GAN).
+    """
+
+    def __init__(self, message: str, terms: tuple[str, ...] = (), network: str = ""):
+        super().__init__(message)
+        self.terms = tuple(terms)
+        self.network = network
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """The run stopped on a signal after saving its state; `exit_code` is 128 + the signal number."""
 

@@ -12,12 +12,11 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from common.interrupts import NONFINITE_STREAK_LIMIT
+from common.options import add_data_paths, apply_preset, positive_int
 from common.presets import PRESET_IMAGE_SIZE
 
-DATA_DIR = Path("data_sample")
 
 # The seed's settings (SPEC 8, 9, 11).
 SEED_PRESET = dict(
@@ -33,8 +32,8 @@ SEED_PRESET = dict(
     save_epoch_freq=10,
 )
 
-# Small enough to finish in about ten minutes on a 2-core CPU on data_sample/ (25 epochs of
-# 6 batches), big enough that the synthesized frames visibly show figures in the conditioned
+# Small enough to finish in about ten minutes on a 2-core CPU on data_sample/ (70 epochs of
+# 6 batches, about 5 s each), big enough that the synthesized frames visibly show figures in the conditioned
 # poses by the end (they do from about epoch 10 on). The generator's cost at this size is
 # dominated by SPADE's 128-channel mlp_shared convolutions at full resolution, whatever ngf is.
 CPU_PRESET = dict(
@@ -42,22 +41,15 @@ CPU_PRESET = dict(
     ngf=16,
     ndf=16,
     batch_size=4,
-    niter=20,
-    niter_decay=5,
+    niter=50,
+    niter_decay=20,
     print_freq=12,
-    display_freq=24,
-    save_latest_freq=60,
-    save_epoch_freq=5,
+    display_freq=42,
+    save_latest_freq=120,
+    save_epoch_freq=10,
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,17 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where weights, logs and the web page go")
     run.add_argument("--continue-train", action="store_true",
                      help="continue from the training state (or the seed's latest_net_G/D.pth) in --checkpoints-dir")
-    run.add_argument("--max-iterations", type=_positive_int, default=None,
+    run.add_argument("--max-iterations", type=positive_int, default=None,
                      help="stop after this many iterations in all, saving the state (continue later with --continue-train)")
     run.add_argument("--which-epoch", default="latest",
                      help="with --continue-train and no training state: which saved G/D to start from")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--train-annotations", type=Path, default=DATA_DIR / "Train_keypoint_Annotation_sample.json")
-    data.add_argument("--images-dir", type=Path, default=DATA_DIR / "Raw_Images")
-    data.add_argument("--masks-dir", type=Path, default=DATA_DIR / "Seatbelt_Mask")
+    add_data_paths(data)
     data.add_argument("--image-size", type=int, default=None, help="input size S (multiple of 32); seed: 384")
-    data.add_argument("--batch-size", type=_positive_int, default=None, help="seed: 1")
+    data.add_argument("--batch-size", type=positive_int, default=None, help="seed: 1")
     data.add_argument("--num-workers", type=int, default=2, help="data loader processes")
     data.add_argument("--image-range", choices=("converted", "seed"), default="converted",
                       help="converted: [-1, 1] images are converted to ImageNet normalisation before NADS-Net "
@@ -125,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--no-ttur", action="store_true", help="same lr for G and D (no two time-scale update rule)")
     optim.add_argument("--niter", type=int, default=None, help="epochs at constant lr; seed: 50")
     optim.add_argument("--niter-decay", type=int, default=None, help="epochs of linear decay to 0; seed: 0")
-    optim.add_argument("--d-steps-per-g", type=_positive_int, default=1, help="G steps on iterations where i %% this == 0")
+    optim.add_argument("--d-steps-per-g", type=positive_int, default=1, help="G steps on iterations where i %% this == 0")
     optim.add_argument("--reuse-fake", action="store_true",
                        help="D step uses the G step's fake (detached) instead of regenerating it")
     optim.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
@@ -140,40 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--print-freq", type=_positive_int, default=None, help="print losses every N iterations; seed: 1")
-    output.add_argument("--display-freq", type=_positive_int, default=None, help="save pictures every N iterations; seed: 1")
-    output.add_argument("--save-latest-freq", type=_positive_int, default=None, help="save 'latest' every N iterations; seed: 500")
-    output.add_argument("--save-epoch-freq", type=_positive_int, default=None, help="save an epoch copy every N epochs; seed: 10")
+    output.add_argument("--print-freq", type=positive_int, default=None, help="print losses every N iterations; seed: 1")
+    output.add_argument("--display-freq", type=positive_int, default=None, help="save pictures every N iterations; seed: 1")
+    output.add_argument("--save-latest-freq", type=positive_int, default=None, help="save 'latest' every N iterations; seed: 500")
+    output.add_argument("--save-epoch-freq", type=positive_int, default=None, help="save an epoch copy every N epochs; seed: 10")
     output.add_argument("--no-html", action="store_true", help="do not write web/index.html")
     return parser
 
 
-def apply_preset(options: argparse.Namespace, gpu_available: bool | None = None) -> list[str]:
-    """Fill the options the user left unset from the preset; returns messages for the log."""
-    if gpu_available is None:
-        gpu_available = torch.cuda.is_available()
-    messages = []
-    if options.preset is None:
-        options.preset = "seed" if gpu_available else "cpu"
-        if options.preset == "cpu":
-            messages.append("no GPU found and no --preset given: using --preset cpu "
-                            "(small and fast; pass --preset seed for the seed's configuration)")
-    for key, value in PRESETS[options.preset].items():
-        if getattr(options, key) is None:
-            setattr(options, key, value)
-    return messages
-
-
 def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
     options = build_parser().parse_args(argv)
-    messages = apply_preset(options, gpu_available)
+    messages = apply_preset(options, PRESETS, gpu_available)
     return options, messages
-
-
-def format_options(options: argparse.Namespace) -> str:
-    """The options as text, one per line, for opt.txt (NVlabs SPADE writes the same file)."""
-    lines = ["----------------- Options ---------------"]
-    for key, value in sorted(vars(options).items()):
-        lines.append(f"{key:>24}: {value}")
-    lines.append("----------------- End -------------------")
-    return "\n".join(lines) + "\n"

@@ -13,20 +13,8 @@ from typing import Any
 import torch
 
 from common.devices import autocast_context
+from common.interrupts import NonFiniteLossError
 from gan.model import GANModel
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names the term(s).
-
-    `network` is 'generator' or 'discriminator' (whose step it was: that network was not
-    updated), `terms` the names of the non-finite terms.
-    """
-
-    def __init__(self, message: str, network: str = "", terms: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.network = network
-        self.terms = tuple(terms)
 
 
 class GANTrainer:
@@ -89,7 +77,7 @@ class GANTrainer:
             bad = tuple(name for name, value in losses.items() if not math.isfinite(float(value.detach())))
             shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
             step = f" in the {network} step" if network else ""
-            raise NonFiniteLossError(f"non-finite loss term(s) {shown}{step}", network, bad)
+            raise NonFiniteLossError(f"non-finite loss term(s) {shown}{step}", terms=tuple(bad), network=network)
 
     def _buffer_snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Copies of G's and D's buffers (normalisation running statistics, spectral-norm

@@ -13,12 +13,11 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from common.interrupts import NONFINITE_STREAK_LIMIT
+from common.options import add_data_paths, apply_preset, fraction, positive_int
 from common.presets import PRESET_IMAGE_SIZE
 
-DATA_DIR = Path("data_sample")
 
 # The seed's settings (SPEC 9, 10).
 SEED_PRESET = dict(
@@ -37,20 +36,6 @@ CPU_PRESET = dict(
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,12 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--train-annotations", type=Path, default=DATA_DIR / "Train_keypoint_Annotation_sample.json")
-    data.add_argument("--valid-annotations", type=Path, default=DATA_DIR / "Valid_keypoint_Annotation_sample.json")
-    data.add_argument("--images-dir", type=Path, default=DATA_DIR / "Raw_Images")
-    data.add_argument("--masks-dir", type=Path, default=DATA_DIR / "Seatbelt_Mask")
+    add_data_paths(data, validation=True)
     data.add_argument("--image-size", type=int, default=None, help="input size S (multiple of 32); seed: 384")
-    data.add_argument("--batch-size", type=_positive_int, default=None, help="seed: 4")
+    data.add_argument("--batch-size", type=positive_int, default=None, help="seed: 4")
     data.add_argument("--num-workers", type=int, default=2, help="data loader processes")
     data.add_argument("--arm-augment", choices=("none", "slightly", "highly"), default="slightly",
                       help="how the generated samples' arm poses are changed (SPEC 5)")
@@ -88,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a 10th heatmap channel: the background, 1 - max of the keypoint channels")
 
     gan = parser.add_argument_group("generated samples")
-    gan.add_argument("--gan-fraction", type=_fraction, default=0.5,
+    gan.add_argument("--gan-fraction", type=fraction, default=0.5,
                      help="fraction of every batch rendered by the generator (the first samples); "
                      "0 = plain training, no generator needed")
     gan.add_argument("--generator-weights", default="auto",
@@ -99,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "with the generated samples' batch statistics, as the seed and the GAN training did")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=_positive_int, default=None, help="seed: 100")
+    optim.add_argument("--epochs", type=positive_int, default=None, help="seed: 100")
     optim.add_argument("--lr", type=float, default=1e-5, help="SGD learning rate")
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (no Nesterov)")
     optim.add_argument("--weight-decay", type=float, default=5e-7)
@@ -129,32 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def apply_preset(options: argparse.Namespace, gpu_available: bool | None = None) -> list[str]:
-    """Fill the options the user left unset from the preset; returns messages for the log."""
-    if gpu_available is None:
-        gpu_available = torch.cuda.is_available()
-    messages = []
-    if options.preset is None:
-        options.preset = "seed" if gpu_available else "cpu"
-        if options.preset == "cpu":
-            messages.append("no GPU found and no --preset given: using --preset cpu "
-                            "(small and fast; pass --preset seed for the seed's configuration)")
-    for key, value in PRESETS[options.preset].items():
-        if getattr(options, key) is None:
-            setattr(options, key, value)
-    return messages
-
-
 def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
     options = build_parser().parse_args(argv)
-    messages = apply_preset(options, gpu_available)
+    messages = apply_preset(options, PRESETS, gpu_available)
     return options, messages
 
-
-def format_options(options: argparse.Namespace) -> str:
-    """The options as text, one per line, for nadsnet_opt.txt."""
-    lines = ["----------------- Options ---------------"]
-    for key, value in sorted(vars(options).items()):
-        lines.append(f"{key:>24}: {value}")
-    lines.append("----------------- End -------------------")
-    return "\n".join(lines) + "\n"

@@ -54,8 +54,9 @@ from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
 from common.sampling import ResumableSampler
 from nadsnet_pvt.batch import GeneratedSamples, build_training_batch, generated_count, geometric_generator
 from nadsnet_pvt.metrics import ValidationMetrics, format_keypoint_table
-from nadsnet_pvt.options import format_options
-from nadsnet_pvt.trainer import NADSNetTrainer, NonFiniteLossError
+from common.options import format_options
+from common.interrupts import NonFiniteLossError
+from nadsnet_pvt.trainer import NADSNetTrainer
 from nadsnet_pvt.visualizer import NADSNetVisualizer
 
 TRAIN_STATE = "nadsnet_train_state.pth"

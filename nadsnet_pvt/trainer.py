@@ -16,19 +16,12 @@ import torch
 from torch import nn
 
 from common.devices import autocast_context
+from common.interrupts import NonFiniteLossError
 from common.models.losses import nadsnet_loss
 
 PLATEAU = dict(factor=0.8, patience=4, threshold=1e-4, threshold_mode="rel")
 STEP = dict(step_size=20, gamma=0.8)
 SCHEDULES = ("metric-based", "fixed")
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names the term(s), `terms` lists them."""
-
-    def __init__(self, message: str, terms: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.terms = tuple(terms)
 
 
 def detached(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

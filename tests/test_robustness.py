@@ -59,7 +59,6 @@ def gan_args(data, checkpoints: Path, *extra: str) -> list[str]:
 
 
 def run_gan(argv: list[str]) -> int:
-    from gan.options import parse_options
     from gan.train import main
 
     return main(argv)
@@ -248,7 +247,7 @@ def test_mismatched_checkpoints_name_the_fitting_configuration(tiny_dataset_dir,
     torch.save(build_generator(generator_config(8, 64)).state_dict(), wide / "latest_net_G.pth")
     assert run_gan(gan_args(data, wide, "--continue-train")) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "latest_net_G.pth does not fit" in line and "shape difference" in line and "--ngf 8" in line
+    assert "latest_net_G.pth does not fit" in line and "shape mismatch" in line and "--ngf 8" in line
 
     # A discriminator with 3 layers where 4 are expected: missing keys listed, fitting flags named.
     shallow = tmp_path / "shallow"
@@ -584,7 +583,7 @@ def test_nadsnet_mismatched_generator_and_pretrained_files_are_explained(tiny_da
     checkpoints = tmp_path / "run"
     assert run_nadsnet(nadsnet_args(data, checkpoints, "--gan-fraction", "0.5", "--generator-weights", str(generator))) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "latest_net_G.pth does not fit" in line and "shape difference" in line and "it fits --ngf 8" in line
+    assert "latest_net_G.pth does not fit" in line and "shape mismatch" in line and "it fits --ngf 8" in line
 
     # A discriminator given as the generator: says what the file holds.
     discriminator = tmp_path / "d" / "latest_net_D.pth"

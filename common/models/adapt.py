@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoints import CheckpointError, load_state_dict_file
+from common.checkpoints import CheckpointError, describe_mismatch, load_state_dict_file
 from common.models.pvt import PyramidVisionTransformer
 
 StateDict = dict[str, torch.Tensor]
@@ -83,7 +83,7 @@ class LoadReport:
             f"from a checkpoint in {LAYOUT_DESCRIPTIONS.get(self.layout, self.layout)}"
         ]
         if self.resized:
-            lines.append(f"  resized: {_preview(self.resized)}")
+            lines.append(f"  resized: {len(self.resized)} key(s): {', '.join(self.resized[:8])}")
         problems = describe_mismatch(self.missing, self.unexpected, self.mismatched)
         if problems:
             lines.extend("  " + line for line in problems.splitlines())
@@ -102,27 +102,6 @@ class CheckpointMismatchError(CheckpointError):
             f"{source} ({LAYOUT_DESCRIPTIONS.get(report.layout, report.layout)}) "
             f"does not match {report.target}: {details}"
         )
-
-
-def _preview(keys: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return f"{len(keys)} key{'s' if len(keys) != 1 else ''}: {shown}{more}"
-
-
-def describe_mismatch(
-    missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str] = (), limit: int = 8
-) -> str:
-    """Readable summary of a key mismatch: for each non-empty group, its count and its first
-    `limit` keys. Empty string when all groups are empty."""
-    lines = []
-    if missing:
-        lines.append(f"missing from the checkpoint, {_preview(list(missing), limit)}")
-    if unexpected:
-        lines.append(f"unexpected in the checkpoint, {_preview(list(unexpected), limit)}")
-    if mismatched:
-        lines.append(f"shape mismatch, {_preview(list(mismatched), limit)}")
-    return "\n".join(lines)
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = DATA_PARALLEL_PREFIX) -> StateDict:
