@@ -165,3 +165,20 @@ def write_page(
                             tags.img(src=src, width=image_width)
                         tags.figcaption(caption)
     return write_text_atomic(document.render(), page_path)
+
+
+def link_from_page(page_path: str | Path, href: str, text: str) -> bool:
+    """Add a link to `href` under the title of an existing page written by `write_page`, once.
+
+    Lets the page of one training point to the other's whichever ran first (the GAN's
+    index.html is otherwise only rewritten while the GAN trains). Returns True if it was added.
+    """
+    page_path = Path(page_path)
+    if not page_path.is_file():
+        return False
+    html = page_path.read_text(encoding="utf-8")
+    if f'href="{href}"' in html or "</h1>" not in html:
+        return False
+    link = str(tags.p(tags.a(text, href=href)))
+    write_text_atomic(html.replace("</h1>", "</h1>\n" + link, 1), page_path)
+    return True

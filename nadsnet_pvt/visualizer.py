@@ -26,7 +26,7 @@ import torch
 from common.augment import geometric_augment
 from common.imaging import imagenet_to_uint8
 from common.pose import KEYPOINT_NAMES, NUM_KEYPOINTS
-from common.visualize import PageSection, draw_skeleton, overlay_mask, plot_curves, save_png, write_page
+from common.visualize import PageSection, draw_skeleton, link_from_page, overlay_mask, plot_curves, save_png, write_page
 from nadsnet_pvt.metrics import cell_centres, find_peaks
 
 # One RGB colour per keypoint type for predicted peaks (right side warm, left side cool, hips green).
@@ -233,6 +233,7 @@ class NADSNetVisualizer:
             links=links,
             refresh_seconds=self.refresh_seconds if running else None,
         )
+        link_from_page(self.web_dir / "index.html", "nadsnet.html", "NADS-Net training pictures")
 
     def write_legend(self) -> str:
         """A small picture naming the peak colours (written once); returns its page-relative path."""
