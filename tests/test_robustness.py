@@ -256,8 +256,8 @@ def test_mismatched_checkpoints_name_the_fitting_configuration(tiny_dataset_dir,
     torch.save(build_discriminator(discriminator_config(4, n_layers=3)).state_dict(), shallow / "latest_net_D.pth")
     assert run_gan(gan_args(data, shallow, "--continue-train")) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "latest_net_D.pth does not fit" in line and "10 missing key(s): discriminator_0.model3.0.0.weight_orig" in line
-    assert "4 unexpected key(s): discriminator_0.model3.0.weight" in line
+    assert "latest_net_D.pth does not fit" in line and "missing from the checkpoint, 10 keys: discriminator_0.model3.0.0.weight_orig" in line
+    assert "unexpected in the checkpoint, 4 keys: discriminator_0.model3.0.weight" in line
     assert "--ndf 4 --n-layers-d 3" in line
 
     # A generator with an extra up-sampling level: unexpected keys listed.
@@ -266,7 +266,7 @@ def test_mismatched_checkpoints_name_the_fitting_configuration(tiny_dataset_dir,
     torch.save(build_generator(generator_config(4, 128, "most")).state_dict(), deeper / "latest_net_G.pth")
     assert run_gan(gan_args(data, deeper, "--continue-train")) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "unexpected key(s): up_4." in line and "--ngf 4 --num-upsampling-layers most" in line
+    assert "unexpected in the checkpoint, " in line and "up_4." in line and "--ngf 4 --num-upsampling-layers most" in line
 
     # A generator file given as NADS-Net weights: says what the file holds.
     generator_file = tmp_path / "g.pth"
