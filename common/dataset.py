@@ -467,3 +467,23 @@ def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             padded[row, : len(people)] = people
         batch[key] = padded
     return batch
+
+
+def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """The training scripts' DataLoader: batches of `sampler.batch_size` in the sampler's order,
+    collated with `collate_poses`, pinned for a CUDA device.
+
+    Workers are not persistent: `PoseDataset.set_epoch` (the arm augmentation's draws) must
+    reach them, and only workers started anew each epoch see it.
+    """
+    workers = max(0, num_workers)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_poses,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

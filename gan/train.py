@@ -37,7 +37,7 @@ from common.checkpoints import (
     save_network,
     write_text_atomic,
 )
-from common.dataset import DataError, PoseDataset, collate_poses
+from common.dataset import DataError, PoseDataset, make_loader
 from common.interrupts import NONFINITE_STREAK_LIMIT, GracefulStop, TrainingInterrupted, batches_until_stopped, run_command
 from common.devices import describe_placement, resolve_devices
 from common.models.factory import (
@@ -225,17 +225,7 @@ def build_trainer(options: argparse.Namespace, model: GANModel) -> GANTrainer:
 
 
 def build_loader(options: argparse.Namespace, dataset: PoseDataset, sampler: ResumableSampler, device: torch.device) -> DataLoader:
-    workers = max(0, options.num_workers)
-    return DataLoader(
-        dataset,
-        batch_size=options.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_poses,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    return make_loader(dataset, sampler, options.num_workers, device)
 
 
 def save_networks(model: GANModel, directory: Path, label: str, g_config: dict, d_config: dict) -> None:

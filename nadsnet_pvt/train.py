@@ -45,7 +45,7 @@ from common.checkpoints import (
     save_network,
     write_text_atomic,
 )
-from common.dataset import DataError, PoseDataset, collate_poses
+from common.dataset import DataError, PoseDataset, make_loader
 from common.devices import describe_placement, resolve_devices
 from common.interrupts import NONFINITE_STREAK_LIMIT, GracefulStop, TrainingInterrupted, batches_until_stopped, run_command
 from common.maps import nadsnet_targets
@@ -216,16 +216,7 @@ def build_generated_samples(options: argparse.Namespace, device: torch.device, l
 
 
 def build_loader(options: argparse.Namespace, dataset: PoseDataset, sampler: ResumableSampler, device: torch.device) -> DataLoader:
-    workers = max(0, options.num_workers)
-    return DataLoader(
-        dataset,
-        batch_size=sampler.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_poses,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,  # the dataset's epoch (arm augmentation draws) changes every epoch
-    )
+    return make_loader(dataset, sampler, options.num_workers, device)
 
 
 # --------------------------------------------------------------------------- state
