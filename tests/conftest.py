@@ -8,6 +8,7 @@ tests of the dataset, the training loops and the scripts run on real files in se
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 # Tests import the project's packages (common, gan, nadsnet_pvt) from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Environment for training subprocesses started by tests: one thread each (see `one_thread`).
+SINGLE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with torch on one thread: tiny networks gain nothing from two, and OpenMP
+    spin-waiting makes them several times slower when the machine is loaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # A seated person in fractions of the frame (x, y), keypoint order of common.pose.
 _PERSON_TEMPLATE = np.array(

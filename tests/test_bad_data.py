@@ -13,7 +13,6 @@ weights on purpose, nothing downloaded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,17 +28,14 @@ from common.checkpoints import load_file
 from common.dataset import PoseDataset
 from common.sampling import ResumableSampler
 
+from conftest import SINGLE_THREAD_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
-SINGLE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Subprocess and in-process runs on one thread: faster and steadier on a loaded 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gan_args(data, checkpoints: Path, *extra: str, max_iterations: int | None = 1) -> list[str]:

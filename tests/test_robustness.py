@@ -26,17 +26,14 @@ import torch
 from common.checkpoints import CheckpointError, load_file, save_atomic, save_network, write_text_atomic
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 
+from conftest import SINGLE_THREAD_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 MARKER_NAME = "code_ran.txt"
-SINGLE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Subprocess and in-process runs on one thread: faster and steadier on a loaded 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- helpers
