@@ -50,6 +50,7 @@ from common.models.factory import (
 )
 from common.models.init import init_weights
 from common.models.losses import VGGLoss
+from common.runlog import RunLog
 from common.sampling import ResumableSampler
 from gan.model import GANModel, LossWeights
 from common.options import format_options
@@ -63,31 +64,17 @@ STATE_FORMAT = "pose-gan-train-state/1"
 RESUME_KEYS = ("batch_size", "image_size", "seed")
 
 
-class Log:
-    """Prints above the progress bars and appends the loss lines to loss_log.txt."""
+
+class Log(RunLog):
+    """The GAN's log: messages are printed; loss lines are printed and appended to
+    `<checkpoints>/loss_log.txt` (loss lines only, as in SPADE)."""
 
     def __init__(self, checkpoints_dir: Path):
-        self.loss_log = checkpoints_dir / "loss_log.txt"
-
-    def info(self, message: str) -> None:
-        tqdm.write(message)
-
-    def size(self) -> int:
-        """Bytes in loss_log.txt now (saved with the state: a resumed run cuts the log back to it)."""
-        return self.loss_log.stat().st_size if self.loss_log.is_file() else 0
-
-    def cut_back(self, size: int | None) -> None:
-        """Drop the lines written after the save being resumed (they will be written again)."""
-        if size is not None and self.loss_log.is_file() and self.loss_log.stat().st_size > size:
-            with open(self.loss_log, "r+b") as handle:
-                handle.truncate(size)
+        super().__init__(Path(checkpoints_dir) / "loss_log.txt", info_to_file=False)
 
     def losses(self, epoch: int, iteration: int, seconds: float, losses: dict[str, float]) -> None:
         terms = " ".join(f"{name}: {value:.3f}" for name, value in losses.items())
-        line = f"(epoch: {epoch}, iters: {iteration}, time: {seconds:.3f}) {terms}"
-        tqdm.write(line)
-        with open(self.loss_log, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        self.line(f"(epoch: {epoch}, iters: {iteration}, time: {seconds:.3f}) {terms}")
 
 
 @dataclass
@@ -415,7 +402,7 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
         raise CheckpointError(f"cannot create --checkpoints-dir {directory}: {error.strerror or error}") from None
     for stale in remove_stale_temporaries(directory):
         log.info(f"removed {stale.name}, a half-written file a killed run left behind")
-    log.cut_back(progress.loss_log_bytes)
+    log.start_file(cut_back_to=progress.loss_log_bytes)
     write_text_atomic(format_options(options), directory / "opt.txt")
 
     total_epochs = options.niter + options.niter_decay

@@ -51,6 +51,7 @@ from common.interrupts import NONFINITE_STREAK_LIMIT, GracefulStop, TrainingInte
 from common.maps import nadsnet_targets
 from common.models.factory import build_nadsnet, describe_state_dict, load_generator
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
+from common.runlog import RunLog
 from common.sampling import ResumableSampler
 from nadsnet_pvt.batch import GeneratedSamples, build_training_batch, generated_count, geometric_generator
 from nadsnet_pvt.metrics import ValidationMetrics, format_keypoint_table
@@ -67,39 +68,12 @@ RESUME_KEYS = ("batch_size", "image_size", "include_background", "gan_fraction",
 LOSS_NAMES = ("total", "heatmap", "paf", "seatbelt", "dice")
 
 
-class Log:
-    """Prints above the progress bar and appends to nadsnet_log.txt.
 
-    With `hold=True` the lines are only kept in memory until `start_file` is called: a run
-    writes nothing before its data, options and checkpoints have been checked.
-    """
+class Log(RunLog):
+    """NADS-Net's log, `<checkpoints>/nadsnet_log.txt`: every message is printed and logged."""
 
     def __init__(self, checkpoints_dir: Path, hold: bool = False):
-        self.path = checkpoints_dir / "nadsnet_log.txt"
-        self.held: list[str] | None = [] if hold else None
-
-    def info(self, message: str) -> None:
-        tqdm.write(message)
-        if self.held is not None:
-            self.held.append(message)
-            return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(message + "\n")
-
-    def size(self) -> int:
-        """Bytes in the log file now (saved with the state: a resumed run cuts the log back to it)."""
-        return self.path.stat().st_size if self.path.is_file() else 0
-
-    def start_file(self, cut_back_to: int | None = None) -> None:
-        """Start writing to the file: first drop what a killed run logged after the save being
-        continued from (`cut_back_to` bytes are kept), then write the lines held so far."""
-        if cut_back_to is not None and self.size() > cut_back_to:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(cut_back_to)
-        held, self.held = self.held or [], None
-        if held:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write("".join(line + "\n" for line in held))
+        super().__init__(Path(checkpoints_dir) / "nadsnet_log.txt", info_to_file=True, hold=hold)
 
 
 @dataclass
