@@ -1,9 +1,14 @@
 #!/usr/bin/env python
-"""Train NADS-Net with GAN pose augmentation. `python train_nadsnet.py --help` lists the options."""
-
-import sys
-
-from nadsnet_pvt.train import main
+"""Train NADS-Net with generated, pose-augmented frames: `python train_nadsnet.py --help`."""
 
 if __name__ == "__main__":
+    # First of all, before torch is imported: a Ctrl-C or SIGTERM during start-up is a clean stop too.
+    from common.stopping import STOP
+
+    STOP.install()
+
+    import sys
+
+    from nadsnet_pvt.train import main
+
     sys.exit(main())

@@ -1,6 +1,6 @@
 """`python -m benchmarks <name> [<name> ...] [options]`: speed and memory of the training code.
 
-Names: gan-iteration, nadsnet-step, data, maps (see benchmarks/README.md). Each prints a table,
+Names: gan-iteration, nadsnet-step, data, maps, page (see benchmarks/README.md). Each prints a table,
 or with --json one JSON line per measurement with at least the keys name, median_s, gflops,
 gflops_per_s and peak_memory_gb (null where a FLOP count means nothing: data, maps).
 For clean memory figures run one benchmark per process (one name per command).
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-BENCHMARKS = ("gan-iteration", "nadsnet-step", "data", "maps")
+BENCHMARKS = ("gan-iteration", "nadsnet-step", "data", "maps", "page")
 
 
 def _runner(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
@@ -26,6 +26,8 @@ def _runner(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
         from benchmarks.nadsnet_step import run
     elif name == "data":
         from benchmarks.data import run
+    elif name == "page":
+        from benchmarks.page import run
     else:
         from benchmarks.maps import run
     return run
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-fake", action="store_true", help="gan-iteration: D step reuses the G step's fake")
     parser.add_argument("--checkpoint-generator", action="store_true",
                         help="gan-iteration: activation checkpointing of the generator's blocks")
+    parser.add_argument("--steps", type=int, default=5000, help="page: display steps")
+    parser.add_argument("--steps-per-epoch", type=int, default=500, help="page: display steps per epoch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
     return parser

@@ -1,6 +1,6 @@
 """Data-loader throughput: samples per second of train_gan.py's loader with N workers.
 
-The loader is `gan.train.build_loader` (PoseDataset + collate_poses + ResumableSampler, pinned
+The loader is `common.dataset.make_loader`, the training scripts' (PoseDataset + collate_poses + ResumableSampler, pinned
 memory on CUDA, prefetching workers) over the training split of --data (default data_sample/:
 24 synthetic 640 x 360 frames in the seed's format), decoded, resized to --size and normalised
 by `common.dataset.PoseDataset`. One repetition = one full pass over the loader, as one epoch
@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import PeakMemory, measurement_row
-from common.dataset import PoseDataset
+from benchmarks.harness import PeakMemory, measurement_row
+from common.dataset import PoseDataset, make_loader
 from common.sampling import ResumableSampler
-from gan.train import build_loader
 
 TRAIN_ANNOTATIONS = "Train_keypoint_Annotation_sample.json"
 
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for workers in args.workers:
         sampler = ResumableSampler(len(dataset), args.batch, seed=0, shuffle=True, drop_last=True)
-        loader = build_loader(argparse.Namespace(batch_size=args.batch, num_workers=workers), dataset, sampler, device)
+        loader = make_loader(dataset, sampler, workers, device)
         one_pass(loader, sampler, 0)  # warm-up: file cache, imports in the workers
         with PeakMemory(torch.device("cpu")) as memory:
             results = [one_pass(loader, sampler, epoch) for epoch in range(1, passes + 1)]

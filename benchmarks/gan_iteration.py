@@ -6,13 +6,13 @@ here), so the networks, their freezing and the loss terms are exactly the traini
 hinge GAN loss, discriminator feature matching, VGG19 perceptual loss with random weights
 (`--vgg-weights random`) and the NADS-Net guidance with a random NADS-Net at the same size
 (written to a temporary file and loaded as `--nadsnet-weights` would be). The trainer is
-`gan.train.build_trainer` (the same optimisers as a training run).
+`gan.trainer.GANTrainer` with the options' settings (the same optimisers as a training run).
 
 One iteration = `model.prepare_batch` (label maps rendered on the GAN's device from a
 synthetic batch: two seated people, a seatbelt band, random images in [-1, 1]) +
 `trainer.generator_step` + `trainer.discriminator_step`, the body of gan/train.py's loop.
 As in `gan.train.train`, for CPU runs at 256 px and more glibc's allocator is first told to
-return freed blocks of 1 MiB and more to the OS (`gan.train.tune_allocator_for`). The warm-up iteration is FLOP-counted per step (`gflops_generator_step`,
+return freed blocks of 1 MiB and more to the OS (`common.devices.tune_allocator_for`). The warm-up iteration is FLOP-counted per step (`gflops_generator_step`,
 `gflops_discriminator_step`).
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (
+from benchmarks.harness import (
     PeakMemory,
     StderrLog,
     count_flops,
@@ -36,10 +36,11 @@ from benchmarks.common import (
     time_iterations,
 )
 from common.checkpoints import save_network
-from common.devices import resolve_devices
+from common.devices import Placement, resolve_devices, tune_allocator_for
 from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
 from gan.options import parse_options
-from gan.train import build_model, build_trainer, tune_allocator_for
+from gan.train import build_model
+from gan.trainer import GANTrainer
 
 
 def write_random_nadsnet(directory: Path, image_size: int, seed: int = 0) -> Path:
@@ -80,14 +81,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="gan_iteration_") as tmp, quiet_stdout():
         options = training_options(args, Path(tmp))
         gan_device, nadsnet_device = resolve_devices(options.gan_device, options.nadsnet_device)
-        allocator_tuned = tune_allocator_for(options, gan_device)  # as gan.train.train does
+        allocator_tuned = tune_allocator_for(options.image_size, gan_device)  # as gan.train.train does
         if gan_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as gan/train.py
-        model, _, _ = build_model(options, gan_device, nadsnet_device, StderrLog())
+        model, _ = build_model(options, Placement(gan_device, nadsnet_device), StderrLog())
         terms = model.active_terms()
         if not all(terms.values()):
             raise RuntimeError(f"a loss term is off: {terms}")
-        trainer = build_trainer(options, model)
+        trainer = GANTrainer.from_options(options, model)
         model.train()
         batch = synthetic_batch(options.batch_size, options.image_size)
         if gan_device.type == "cuda":

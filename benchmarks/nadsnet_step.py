@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import PeakMemory, count_flops, measurement_row, synchronize, synthetic_batch, time_iterations
+from benchmarks.harness import PeakMemory, count_flops, measurement_row, synchronize, synthetic_batch, time_iterations
 from common.devices import resolve_devices
 from common.models.factory import SEED_NADSNET_CONFIG, build_generator, build_nadsnet, generator_config
 from common.models.init import init_weights
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     generated_samples = None
     if args.gan_fraction > 0:
         generator = build_generator(generator_config(args.ngf, args.size))
-        init_weights(generator, gain=0.02)
+        init_weights(generator)
         generated_samples = GeneratedSamples(generator, device, "converted", eval_mode=False, amp=args.amp)
     batch = synthetic_batch(args.batch, args.size)
     if device.type == "cuda":
@@ -56,9 +56,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             include_background=False,
             augment_generator=geometric_generator(0, 1, index),
         )
-        losses = trainer.train_step(training_batch.images, training_batch.seatbelt, training_batch.heatmaps, training_batch.pafs)
-        if losses is None:
-            raise RuntimeError("non-finite NADS-Net loss in the benchmark")
+        trainer.train_step(training_batch)
 
     _, flops = count_flops(step)
     synchronize(device)

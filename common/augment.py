@@ -81,23 +81,27 @@ def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, imag
     front_row_height = FRONT_ROW_TORSO_HEIGHT * scale_for(image_size)
     for person in augmented:  # rows are views: changes land in `augmented`
         torso = torso_height(person)
-        if torso is None or torso <= front_row_height:
-            continue
-        upper_arm = UPPER_ARM_PER_TORSO * torso
-        forearm = FOREARM_PER_UPPER_ARM * upper_arm
-        for shoulder, elbow, wrist in ARMS:
-            if mode == "slightly":
-                for joint, length in ((elbow, upper_arm), (wrist, forearm)):
-                    if _present(person[joint]):
-                        offset = rng.uniform(-SLIGHT_OFFSET * length, SLIGHT_OFFSET * length, size=2)
-                        person[joint] = person[joint] + np.round(offset)
-            elif _present(person[shoulder]):
-                new_elbow = person[shoulder] + _random_direction(rng) * _random_length(upper_arm, rng)
-                new_elbow = np.clip(np.round(new_elbow), 0, image_size)
-                new_wrist = new_elbow + _random_direction(rng) * _random_length(forearm, rng)
-                person[elbow] = new_elbow
-                person[wrist] = np.clip(np.round(new_wrist), 0, image_size)
+        if torso is not None and torso > front_row_height:
+            _move_arms(person, mode, torso, rng, image_size)
     return augmented
+
+
+def _move_arms(person: np.ndarray, mode: str, torso: float, rng: np.random.Generator, image_size: int) -> None:
+    """Change one front-row person's (9, 2) elbows and wrists in place (see `arm_augment`)."""
+    upper_arm = UPPER_ARM_PER_TORSO * torso
+    forearm = FOREARM_PER_UPPER_ARM * upper_arm
+    for shoulder, elbow, wrist in ARMS:
+        if mode == "slightly":
+            for joint, length in ((elbow, upper_arm), (wrist, forearm)):
+                if _present(person[joint]):
+                    offset = rng.uniform(-SLIGHT_OFFSET * length, SLIGHT_OFFSET * length, size=2)
+                    person[joint] = person[joint] + np.round(offset)
+        elif _present(person[shoulder]):
+            new_elbow = person[shoulder] + _random_direction(rng) * _random_length(upper_arm, rng)
+            new_elbow = np.clip(np.round(new_elbow), 0, image_size)
+            new_wrist = new_elbow + _random_direction(rng) * _random_length(forearm, rng)
+            person[elbow] = new_elbow
+            person[wrist] = np.clip(np.round(new_wrist), 0, image_size)
 
 
 def _check_batch(images, seatbelt, heatmaps, pafs) -> tuple[int, int]:

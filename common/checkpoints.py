@@ -1,130 +1,24 @@
-"""Checkpoint files: atomic writes, safe loading, configurations stored beside the weights.
+"""Network checkpoints: saving them with their configuration, and loading them safely.
 
 Networks are saved as plain state dicts (the seed's format: `torch.save(net.state_dict())`),
 so a file written here loads like the seed's and the other way round. The configuration that
 rebuilds the network is written beside it as JSON (`latest_net_G.pth` -> `latest_net_G.json`).
-
-Every write goes to a temporary file in the same folder, is flushed and fsynced, then renamed
-over the target: a run killed at any moment leaves the previous file intact.
-Every read uses `torch.load(..., weights_only=True)`: a file that carries code is refused and
-its code never runs.
+Writes are atomic (common.files). Every read uses `torch.load(..., weights_only=True)`: a file
+that carries code is refused and its code never runs.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-
-TEMP_SUFFIX = ".tmp"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or read; the message is one readable line."""
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    """The first sentence of an exception's first line (torch's messages run on for lines)."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    sentence = line.split(". ")[0]
-    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some file systems do not allow opening a directory; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write a file through `write(file_object)` atomically: temp file, flush, fsync, rename.
-
-    On any failure (disk full, read-only folder, an exception in `write`) the temporary file is
-    removed, the previous file at `path` is left untouched, and CheckpointError is raised.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as error:
-        raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from error
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as error:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            reason = error.strerror or str(error) or type(error).__name__
-        elif isinstance(error, Exception) and not isinstance(error, CheckpointError):
-            # torch.save reports a failed write (e.g. a full disk) as a RuntimeError
-            reason = _first_line(error)
-        else:
-            raise  # KeyboardInterrupt, SystemExit, our own errors: the temp file is gone, nothing else changed
-        raise CheckpointError(f"cannot write {path}: {reason}; the previous file is unchanged") from error
-    _fsync_directory(path.parent)
-    return path
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that killed runs left in `directory` and its subfolders.
-
-    write_atomic names its temporaries `.<target>.<pid>.<random>.tmp`; only those whose
-    process no longer runs are removed, so a run writing into the same folder at the same
-    time is not disturbed. Returns the removed paths.
-    """
-    removed = []
-    for candidate in Path(directory).rglob(f".*{TEMP_SUFFIX}"):
-        parts = candidate.name.rsplit(".", 3)  # ['.<target>', '<pid>', '<random>', 'tmp']
-        if len(parts) != 4 or not parts[1].isdigit() or _process_alive(int(parts[1])):
-            continue
-        try:
-            candidate.unlink()
-            removed.append(candidate)
-        except OSError:
-            pass
-    return removed
-
-
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """`torch.save(obj, path)`, atomically."""
-    return write_atomic(path, lambda handle: torch.save(obj, handle))
-
-
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write a UTF-8 text file atomically."""
-    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+from common.errors import CheckpointError, first_line
+from common.files import save_atomic, write_text_atomic
 
 
 def config_path_for(weights_path: str | Path) -> Path:
@@ -162,9 +56,9 @@ def load_file(path: str | Path, what: str = "checkpoint") -> Any:
                 f"refused to load {what} {path}: it carries Python objects or code, not only weights "
                 "(loaded with weights_only=True; nothing in it was run)"
             ) from None
-        raise CheckpointError(f"cannot read {what} {path}: {_first_line(error) or 'not a torch file'}") from None
+        raise CheckpointError(f"cannot read {what} {path}: {first_line(error) or 'not a torch file'}") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError, IndexError, TypeError) as error:
-        raise CheckpointError(f"cannot read {what} {path} (truncated or not a torch file?): {_first_line(error)}") from None
+        raise CheckpointError(f"cannot read {what} {path} (truncated or not a torch file?): {first_line(error)}") from None
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -239,20 +133,3 @@ def load_weights_strict(
         hint = f"; it fits {fitting_config}" if fitting_config else ""
         raise CheckpointError(f"{source} does not fit this network: {detail}{hint}")
     net.load_state_dict(state_dict, strict=True)
-
-
-def capture_rng_states() -> dict[str, Any]:
-    """RNG states of torch (CPU and every CUDA device) for exact resume."""
-    states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Inverse of capture_rng_states."""
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        cuda_states = states["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)

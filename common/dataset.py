@@ -30,8 +30,10 @@ import torch
 from PIL import Image
 
 from common.augment import ARM_AUGMENT_MODES, arm_augment
+from common.errors import DataError
 from common.imaging import IMAGENET_MEAN, IMAGENET_STD
 from common.pose import KEYPOINT_NAMES, NUM_KEYPOINTS, check_image_size
+from common.stopping import ignore_stop_signals
 
 PERSON_LABEL = "Person"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # tried in this order
@@ -44,20 +46,6 @@ _PIXEL_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float32))).resh
 _PIXEL_OFFSET = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) / np.asarray(IMAGENET_STD, dtype=np.float32)).reshape(
     3, 1, 1
 )
-
-
-class DataError(ValueError):
-    """A data file is missing or does not hold what the loader expects (one-line message
-    naming the file, the annotation index and the field)."""
-
-    def __init__(self, message: Any = "", *args: Any) -> None:
-        # A DataLoader worker re-raises an error in the main process as
-        # DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...
-        # \ncommon.dataset.DataError: <message>"): keep the one line that says what is wrong.
-        if isinstance(message, str) and message.startswith("Caught DataError") and "\n" in message:
-            last = [line for line in message.strip().splitlines() if line.strip()][-1]
-            message = last.split("DataError: ", 1)[-1]
-        super().__init__(message, *args)
 
 
 # --------------------------------------------------------------------------- image decoding
@@ -138,7 +126,7 @@ def _check_file_end(path: Path) -> None:
             raise DataError(f"{path}: file is truncated ({size} bytes, {name} is missing)")
 
 
-def _image_header_size(path: Path) -> tuple[int, int]:
+def image_header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header only (no pixel decoding)."""
     try:
         with Image.open(path) as image:
@@ -275,10 +263,11 @@ class PoseDataset(torch.utils.data.Dataset):
         image_paths, mask_paths: list[Path] of N files.
         source_sizes: int64 (N, 2) (width, height) of each image in pixels.
         keypoints: list of N read-only float32 arrays (P, 9, 2), (x, y) in input pixels of the
-            S x S input, NaN where missing (v = 0, negative or outside the source frame).
+            S x S input, NaN where missing (v = 0, or a negative coordinate).
 
-    Keypoints outside the source frame (x >= width or y >= height) count as missing; one
-    warning gives their count for the whole file.
+    Labelled keypoints beyond the right or bottom edge (x >= width or y >= height) are kept,
+    with coordinates >= S, as the seed kept them (SPEC 1): their heatmap tails and limbs reach
+    into the frame. The metrics skip them. One warning gives their count for the whole file.
 
     Note: `set_epoch` changes this object; DataLoader workers get a copy when an epoch's
     iteration starts, so call it before iterating and do not use `persistent_workers=True`
@@ -348,8 +337,8 @@ class PoseDataset(torch.utils.data.Dataset):
         sizes = np.empty((len(self.image_ids), 2), dtype=np.int64)
         for i, (image_path, mask_path) in enumerate(zip(self.image_paths, self.mask_paths)):
             try:
-                image_size = _image_header_size(image_path)
-                mask_size = _image_header_size(mask_path)
+                image_size = image_header_size(image_path)
+                mask_size = image_header_size(mask_path)
             except DataError as error:
                 raise DataError(f"{error} ({self.describe_record(i)})") from None
             if image_size != mask_size:
@@ -368,16 +357,16 @@ class PoseDataset(torch.utils.data.Dataset):
             image_of_row[rows] = image_index
         size_of_row = self.source_sizes[image_of_row][:, None, :].astype(np.float64)  # (N, 1, 2) w, h
         xy, visibility = values[:, :, :2], values[:, :, 2]
-        labelled = (visibility >= 1) & (xy >= 0).all(axis=2)
-        outside = labelled & (xy >= size_of_row).any(axis=2)
-        if outside.any():
+        present = (visibility >= 1) & (xy >= 0).all(axis=2)
+        beyond = present & (xy >= size_of_row).any(axis=2)
+        if beyond.any():
             warnings.warn(
-                f"{self.annotation_file}: {int(outside.sum())} labelled keypoints in "
-                f"{int(outside.any(axis=1).sum())} annotations lie outside their image "
-                f"(x >= width or y >= height); treated as missing",
+                f"{self.annotation_file}: {int(beyond.sum())} labelled keypoints in "
+                f"{int(beyond.any(axis=1).sum())} annotations lie beyond the right or bottom edge of their image; "
+                "kept in the label maps (their in-frame heatmap tails and limbs, as the seed drew them), "
+                "skipped by the metrics",
                 stacklevel=3,
             )
-        present = labelled & ~outside
         scaled = np.where(present[:, :, None], xy * self.image_size / size_of_row, np.nan).astype(np.float32)
         keypoints = []
         for rows in rows_of_image:
@@ -474,7 +463,8 @@ def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.d
     collated with `collate_poses`, pinned for a CUDA device.
 
     Workers are not persistent: `PoseDataset.set_epoch` (the arm augmentation's draws) must
-    reach them, and only workers started anew each epoch see it.
+    reach them, and only workers started anew each epoch see it. Workers ignore SIGINT and
+    SIGTERM sent to the whole process group (common.stopping): the main process stops them.
     """
     workers = max(0, num_workers)
     return torch.utils.data.DataLoader(
@@ -486,4 +476,19 @@ def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.d
         pin_memory=device.type == "cuda",
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
+
+
+def validated_dataset(log: Any, annotation_file: str | os.PathLike, images_dir: str | os.PathLike,
+                      masks_dir: str | os.PathLike, **options: Any) -> PoseDataset:
+    """A PoseDataset checked before anything is written: the annotations, every file's header
+    and the end of every file (DataError: one line naming the file, the record and the field).
+    Its warnings (e.g. keypoints beyond the frame) become lines of `log`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = PoseDataset(annotation_file, images_dir, masks_dir, **options)
+    for warning in caught:
+        log.info(f"WARNING: {warning.message}")
+    dataset.verify_file_ends()
+    return dataset

@@ -7,6 +7,9 @@ no GPU -> the CPU. Explicit `--gan-device` / `--nadsnet-device` values override 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 
@@ -60,6 +63,27 @@ def describe_placement(gan: torch.device, nadsnet: torch.device) -> str:
     return f"devices: GAN on {label(gan)}, NADS-Net on {label(nadsnet)}"
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a run puts its networks: the GAN (generator, discriminator, VGG) and NADS-Net."""
+
+    gan: torch.device
+    nadsnet: torch.device
+
+
+def place_networks(options: Any, log: Any, image_size: int, generator_used: bool = True,
+                   tune_allocator: bool = True) -> Placement:
+    """The run's devices from --gan-device / --nadsnet-device and the GPUs present, said in
+    one line; cuDNN autotuning on GPUs; on the CPU, the allocator tuning of large runs."""
+    gan, nadsnet = resolve_devices(options.gan_device, options.nadsnet_device)
+    log.info(describe_placement(gan, nadsnet) if generator_used else f"devices: NADS-Net on {nadsnet}")
+    if "cuda" in (gan.type, nadsnet.type):
+        torch.backends.cudnn.benchmark = True
+    if tune_allocator:
+        tune_allocator_for(image_size, gan)
+    return Placement(gan, nadsnet)
+
+
 def gpu_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
 
@@ -70,3 +94,46 @@ def autocast_context(device: torch.device, amp: str):
         return torch.autocast(device_type=device.type, enabled=False)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# Allocations at least this large are served by mmap and handed back to the OS when freed.
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """glibc only: make freed tensor memory leave the process instead of staying in the heap.
+
+    By default glibc raises its mmap threshold (up to 32 MiB) every time a large block is
+    freed, after which tensors of up to that size come from the heap, whose freed memory stays
+    resident. A GAN iteration at 384 px allocates and frees gigabytes of activations, and that
+    retained heap cost about 0.5 GB of peak resident memory on the CPU (benchmarks/README.md).
+    Fixing the threshold (which also fixes the trim threshold) keeps the resident size close to
+    the live tensors. The cost is page faults on fresh pages: about 6 s more system CPU time per
+    384 px iteration on a 2-core CPU (benchmarks/README.md). Returns False where it does not
+    apply (not glibc).
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))
+
+
+# From this input size on, a CPU run's peak memory is dominated by activations of tens of MB,
+# and handing them back to the OS is worth its page faults. Below it, activations are small,
+# memory is no concern, and the page faults would cost up to 40 % of the run time (measured at
+# 64 px: 136 s system time in a 182 s cpu-preset run).
+LARGE_IMAGE_SIZE = 256
+
+
+def tune_allocator_for(image_size: int, device: torch.device) -> bool:
+    """Call return_freed_memory_to_os() for CPU runs at LARGE_IMAGE_SIZE px and more."""
+    if device.type == "cpu" and image_size >= LARGE_IMAGE_SIZE:
+        return return_freed_memory_to_os()
+    return False

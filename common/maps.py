@@ -316,10 +316,16 @@ def render_pafs_torch(
     """
     _check_grid(height, width, stride)
     _check_keypoints(keypoints)
-    device, dtype = keypoints.device, _compute_dtype(keypoints.device)
-    batch, num_people = keypoints.shape[:2]
-    zero = torch.zeros((), device=device, dtype=dtype)
+    limbs = _limb_geometry(keypoints, stride, height, width, threshold)
+    xs, ys, on_limb = _limb_candidate_cells(limbs, height, width, threshold)
+    return _average_limb_vectors(limbs, xs, ys, on_limb, height, width)
 
+
+def _limb_geometry(keypoints: torch.Tensor, stride: float, height: int, width: int, threshold: float) -> dict:
+    """Per limb (B, P, 8): endpoints in cells, unit vector, validity and the bounding box widened
+    by the threshold ([first, end) per axis, rounded as the seed rounded it)."""
+    dtype = _compute_dtype(keypoints.device)
+    zero = torch.zeros((), device=keypoints.device, dtype=dtype)
     points = keypoints.to(dtype) / stride
     start, end = points[:, :, _LIMB_FROM], points[:, :, _LIMB_TO]  # (B, P, 8, 2) cells
     delta = end - start
@@ -328,43 +334,54 @@ def render_pafs_torch(
     start = torch.where(valid[..., None], start, zero)
     end = torch.where(valid[..., None], end, zero)
     unit = torch.where(valid[..., None], delta / torch.where(valid, length, 1.0)[..., None], zero)
-    # Bounding box widened by the threshold, [first, end) per axis, as the seed rounded it.
     box_first = torch.round(torch.minimum(start, end) - threshold).clamp(min=0)  # (B, P, 8, 2)
     box_end = torch.round(torch.maximum(start, end) + threshold)
     box_end = torch.stack([box_end[..., 0].clamp(max=width), box_end[..., 1].clamp(max=height)], dim=-1)
+    return {"start": start, "unit": unit, "valid": valid, "box_first": box_first, "box_end": box_end}
 
-    # Walk each limb's major axis across the whole grid and test a few cells across it; the
-    # bounding box then trims the walk. Axis 0 of the last dimension is x, 1 is y.
-    x_major = unit[..., 0].abs() >= unit[..., 1].abs()  # (B, P, 8)
-    major_axis = (~x_major).long()
-    minor_axis = x_major.long()
+
+def _limb_candidate_cells(limbs: dict, height: int, width: int, threshold: float):
+    """Walk each limb's major axis across the whole grid and test a few cells across it; the
+    bounding box then trims the walk. Returns xs, ys (B, P, 8, L, A) cell coordinates and
+    on_limb, the candidates within `threshold` of the limb's line inside its box."""
+    start, unit, valid = limbs["start"], limbs["unit"], limbs["valid"]
+    device, dtype = start.device, start.dtype
+    x_major = unit[..., 0].abs() >= unit[..., 1].abs()  # (B, P, 8); axis 0 of the last dimension is x
+    major_axis, minor_axis = (~x_major).long(), x_major.long()
 
     def along(values: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
         return values.gather(-1, axis[..., None]).squeeze(-1)
 
     start_major, start_minor = along(start, major_axis), along(start, minor_axis)
-    unit_major, unit_minor = along(unit, major_axis), along(unit, minor_axis)
+    slope = along(unit, minor_axis) / torch.where(valid, along(unit, major_axis), 1.0)
     steps = torch.arange(max(height, width), device=device, dtype=dtype)  # (L,)
-    slope = unit_minor / torch.where(valid, unit_major, 1.0)
     line_minor = start_minor[..., None] + (steps - start_major[..., None]) * slope[..., None]  # (B, P, 8, L)
     band = _paf_band_half_width(threshold)
     line_minor = line_minor.floor().clamp(-band - 2.0, max(height, width) + band + 2.0)
-    across = torch.arange(-band, band + 2, device=device, dtype=dtype)
-    minor = line_minor[..., None] + across  # (B, P, 8, L, A)
+    minor = line_minor[..., None] + torch.arange(-band, band + 2, device=device, dtype=dtype)  # (B, P, 8, L, A)
     major = steps[:, None].expand_as(minor)
     x_major_cells = x_major[..., None, None]
     xs = torch.where(x_major_cells, major, minor)
     ys = torch.where(x_major_cells, minor, major)
 
     def in_box(cells: torch.Tensor, axis: int) -> torch.Tensor:
-        return (cells >= box_first[..., axis, None, None]) & (cells < box_end[..., axis, None, None])
+        return (cells >= limbs["box_first"][..., axis, None, None]) & (cells < limbs["box_end"][..., axis, None, None])
 
     distance = torch.abs(
         (xs - start[..., 0, None, None]) * unit[..., 1, None, None]
         - (ys - start[..., 1, None, None]) * unit[..., 0, None, None]
     )
     on_limb = valid[..., None, None] & in_box(xs, 0) & in_box(ys, 1) & (distance <= threshold)
+    return xs, ys, on_limb
 
+
+def _average_limb_vectors(limbs: dict, xs: torch.Tensor, ys: torch.Tensor, on_limb: torch.Tensor,
+                          height: int, width: int) -> torch.Tensor:
+    """Write each on-limb candidate's unit vector, averaged where several people's same limb
+    cover a cell: (B, 16, height, width) float32."""
+    unit = limbs["unit"]
+    batch, num_people = unit.shape[:2]
+    device = unit.device
     # Flat cell index into (B, 8, 2, H, W); off-limb candidates carry weight 0 to some cell.
     sample = torch.arange(batch, device=device).view(batch, 1, 1)
     limb = torch.arange(NUM_LIMBS, device=device).view(1, 1, NUM_LIMBS)

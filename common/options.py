@@ -1,41 +1,105 @@
-"""Command-line plumbing both training scripts share: argument types, the data-path options,
-preset handling and the options file (`opt.txt`)."""
+"""Command-line options both training scripts share, defined once: the option groups, the
+argument types that refuse what cannot work, presets, and the options file (`opt.txt`).
+
+Rule for bad values: every value that cannot work is refused before any file is written,
+with one line naming the option and what would work, exit code 2. argparse types catch what
+one value alone decides (a negative seed, a batch of 0); `OptionError` what depends on other
+options or on the networks' shapes (common.models.normalization.normalised_map_areas).
+`--print-freq` and `--save-latest-freq` mean the same in both scripts: every N iterations,
+0 = off.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
+from common.errors import OptionError
+
 DATA_DIR = Path("data_sample")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+IMAGE_SIZE_STEP = 32  # the PVT backbone and the generator's 'normal' upsampling both need it
+NONFINITE_STREAK_LIMIT = 20  # common.run's limit of skipped batches in a row, for --help
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def _bounded(kind: Callable[[str], Any], low: float | None, high: float | None, what: str) -> Callable[[str], Any]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded(int, 1, None, "a whole number >= 1")
+non_negative_int = _bounded(int, 0, None, "a whole number >= 0 (0 = off)")
+seed_value = _bounded(int, 0, MAX_SEED, f"a seed from 0 to {MAX_SEED}")
+fraction = _bounded(float, 0.0, 1.0, "a number from 0 to 1")
+positive_float = _bounded(float, 1e-300, None, "a number > 0")
+non_negative_float = _bounded(float, 0.0, None, "a number >= 0")
+adam_beta = _bounded(float, 0.0, 0.999999, "a number from 0 to below 1")
+
+
+def image_size_value(text: str) -> int:
+    """argparse type: a positive multiple of 32 (finer limits come from the networks)."""
+    value = positive_int(text)
+    if value % IMAGE_SIZE_STEP:
+        lower = max(IMAGE_SIZE_STEP, value - value % IMAGE_SIZE_STEP)
+        raise argparse.ArgumentTypeError(f"expected a multiple of {IMAGE_SIZE_STEP}, got {value} (e.g. {lower} or {lower + IMAGE_SIZE_STEP})")
     return value
 
 
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]], validation: bool) -> dict:
+    """The option groups both scripts have; returns the groups by name, so a script can add
+    its own options to them. `validation`: the script also reads a validation set."""
+    groups = {name: parser.add_argument_group(name) for name in ("run", "data", "devices and speed", "output")}
+    run = groups["run"]
+    run.add_argument("--preset", choices=sorted(presets), default=None,
+                     help="seed: the seed's configuration; cpu: a small configuration that learns on a CPU "
+                     "in minutes. Default: seed with a GPU, cpu without one. Any option overrides its preset.")
+    run.add_argument("--seed", type=seed_value, default=0, help="random seed (weights, data order, augmentation)")
+    run.add_argument("--checkpoints-dir", type=Path, default=Path("checkpoints"),
+                     help="where checkpoints, logs, metrics and the web pages go (one run at a time)")
+    run.add_argument("--continue-train", action="store_true",
+                     help="continue exactly where the last save in --checkpoints-dir left off")
+    run.add_argument("--max-iterations", type=positive_int, default=None,
+                     help="stop after this many iterations in all, saving the state (continue with --continue-train)")
+    run.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
+                     help="a NaN/inf loss term: stop naming the term and the iteration (nothing is saved after it), "
+                     f"or skip that batch's update with a warning (stops after {NONFINITE_STREAK_LIMIT} in a row)")
 
-
-def add_data_paths(group: argparse._ArgumentGroup, validation: bool = False) -> None:
-    """--train-annotations (--valid-annotations), --images-dir, --masks-dir: data_sample/ by default,
-    in the seed's layout."""
-    group.add_argument("--train-annotations", type=Path, default=DATA_DIR / "Train_keypoint_Annotation_sample.json")
+    data = groups["data"]
+    data.add_argument("--train-annotations", type=Path, default=DATA_DIR / "Train_keypoint_Annotation_sample.json")
     if validation:
-        group.add_argument("--valid-annotations", type=Path, default=DATA_DIR / "Valid_keypoint_Annotation_sample.json")
-    group.add_argument("--images-dir", type=Path, default=DATA_DIR / "Raw_Images")
-    group.add_argument("--masks-dir", type=Path, default=DATA_DIR / "Seatbelt_Mask")
+        data.add_argument("--valid-annotations", type=Path, default=DATA_DIR / "Valid_keypoint_Annotation_sample.json")
+    data.add_argument("--images-dir", type=Path, default=DATA_DIR / "Raw_Images")
+    data.add_argument("--masks-dir", type=Path, default=DATA_DIR / "Seatbelt_Mask")
+    data.add_argument("--image-size", type=image_size_value, default=None, help="input size S (a multiple of 32)")
+    data.add_argument("--batch-size", type=positive_int, default=None)
+    data.add_argument("--num-workers", type=non_negative_int, default=2, help="data loader processes")
+    data.add_argument("--image-range", choices=("converted", "seed"), default="converted",
+                      help="converted: [-1, 1] frames are converted to ImageNet normalisation before NADS-Net or VGG "
+                      "see them; seed: fed unconverted, as the seed did (to match its numbers)")
+
+    devices = groups["devices and speed"]
+    devices.add_argument("--gan-device", default=None, help="default: cuda:0 with a GPU, else cpu")
+    devices.add_argument("--nadsnet-device", default=None, help="default: cuda:1 with two GPUs, the GAN's device otherwise")
+    devices.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
+
+    output = groups["output"]
+    output.add_argument("--print-freq", type=non_negative_int, default=None, help="print the losses every N iterations (0 = off)")
+    output.add_argument("--save-latest-freq", type=non_negative_int, default=None,
+                        help="save the training state every N iterations, mid-epoch included (0 = off)")
+    output.add_argument("--no-html", action="store_true", help="write no web page")
+    return groups
 
 
 def apply_preset(
@@ -54,15 +118,30 @@ def apply_preset(
             messages.append("no GPU found and no --preset given: using --preset cpu "
                             "(small and fast; pass --preset seed for the seed's configuration)")
     for key, value in presets[options.preset].items():
-        if getattr(options, key) is None:
+        if getattr(options, key, None) is None:
             setattr(options, key, value)
     return messages
 
 
-def format_options(options: argparse.Namespace) -> str:
-    """The options as text, one per line (NVlabs SPADE's opt.txt layout)."""
+def check_devices(options: argparse.Namespace) -> None:
+    """--gan-device / --nadsnet-device name devices that exist (else OptionError)."""
+    from common.devices import parse_device
+
+    for flag in ("gan_device", "nadsnet_device"):
+        name = getattr(options, flag, None)
+        if name:
+            try:
+                parse_device(name)
+            except ValueError as error:
+                raise OptionError(f"--{flag.replace('_', '-')} {name}", str(error)) from None
+
+
+def format_options(options: argparse.Namespace, provenance: Mapping[str, str] | None = None) -> str:
+    """The options as text, one per line (NVlabs SPADE's opt.txt layout), then the provenance."""
     lines = ["----------------- Options ---------------"]
     for key, value in sorted(vars(options).items()):
         lines.append(f"{key:>24}: {value}")
     lines.append("----------------- End -------------------")
+    for key, value in (provenance or {}).items():
+        lines.append(f"{key:>24}: {value}")
     return "\n".join(lines) + "\n"

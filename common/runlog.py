@@ -18,22 +18,26 @@ class RunLog:
         info_to_file: whether `info` messages go to the file too (NADS-Net's log), or are only
             printed (the GAN's loss_log.txt holds loss lines only, as in SPADE).
         hold: keep file lines in memory until `start_file` is called.
+        echo: print lines (a metrics file is written, not printed).
     """
 
-    def __init__(self, path: str | Path, info_to_file: bool = True, hold: bool = False):
+    def __init__(self, path: str | Path, info_to_file: bool = True, hold: bool = False, echo: bool = True):
         self.path = Path(path)
         self.info_to_file = info_to_file
+        self.echo = echo
         self.held: list[str] | None = [] if hold else None
 
     def info(self, message: str) -> None:
         """Print a message (and log it, with `info_to_file`)."""
-        tqdm.write(message)
+        if self.echo:
+            tqdm.write(message)
         if self.info_to_file:
             self._append(message)
 
     def line(self, text: str) -> None:
         """Print a line and always log it."""
-        tqdm.write(text)
+        if self.echo:
+            tqdm.write(text)
         self._append(text)
 
     def _append(self, text: str) -> None:

@@ -28,15 +28,19 @@ class ResumableSampler(Sampler[int]):
         batch_size: batch size, for `skip_batches` and `drop_last`.
         seed: run seed.
         shuffle: draw a permutation per epoch (training) or keep 0..length-1 (validation).
-        drop_last: leave out the last incomplete batch (the seeds' training loaders did).
+        drop_last: leave out the last incomplete batch (the seed's NADS-Net loader did; its GAN
+            loader kept it).
+        smallest_batch: a last batch with fewer samples is left out even without `drop_last`
+            (a batch norm cannot normalise a batch that is too small).
     """
 
-    def __init__(self, length: int, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True):
+    def __init__(self, length: int, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 smallest_batch: int = 1):
         self.length = length
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        self.drop_last = drop_last
+        self.drop_last = drop_last or 0 < length % batch_size < smallest_batch
         self.epoch = 0
         self.skip_batches = 0
 

@@ -137,7 +137,7 @@ class GANModel(nn.Module):
             "VGG": self.vgg_loss is not None,
             "heatmap": guidance,
             "paf": guidance,
-            "seatbelt": guidance and getattr(self.nadsnet, "seatbelt", True),
+            "seatbelt": guidance and bool(getattr(self.nadsnet, "has_seatbelt", False)),
         }
 
     def _for_pretrained(self, images: torch.Tensor) -> torch.Tensor:
@@ -146,6 +146,14 @@ class GANModel(nn.Module):
     # ------------------------------------------------------------------ networks
     def generate(self, semantics: torch.Tensor) -> torch.Tensor:
         return self.netG(semantics)
+
+    @torch.no_grad()
+    def generate_for_display(self, semantics: torch.Tensor) -> torch.Tensor:
+        """A fake for the pictures, as the training generates it (batch statistics), without
+        changing anything the training keeps: running statistics and spectral-norm vectors
+        stay as they are (an extra pass outside any training step must not move them)."""
+        with frozen_norm_statistics(self.netG):
+            return self.netG(semantics)
 
     def discriminate(self, semantics: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
         return self.netD(torch.cat([semantics, image], dim=1))

@@ -1,8 +1,10 @@
 """Optimisers, learning-rate schedule and the two update steps of the GAN.
 
-Adam with betas (0, 0.9) and the two time-scale update rule (G at lr/2, D at 2 lr); the
-learning rate is constant for `niter` epochs, then decays linearly over `niter_decay` epochs
-(NVlabs SPADE lowers it by lr / niter_decay at the end of every epoch past niter).
+Adam with betas (beta1, beta2) (default (0, 0.9)) and the two time-scale update rule (G at
+lr/2, D at 2 lr); the seed used the given betas with TTUR too (NVlabs SPADE forces (0, 0.9)
+there; SPEC 9). The learning rate is constant for `niter` epochs, then decays linearly over
+`niter_decay` epochs (NVlabs SPADE lowers it by lr / niter_decay at the end of every epoch
+past niter).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import torch
 
 from common.devices import autocast_context
-from common.interrupts import NonFiniteLossError
+from common.errors import NonFiniteLossError
 from gan.model import GANModel
 
 
@@ -35,10 +37,7 @@ class GANTrainer:
         self.niter = niter
         self.niter_decay = niter_decay
         self.amp = amp
-        if ttur:
-            betas = (0.0, 0.9)
-        else:
-            betas = (beta1, beta2)
+        betas = (beta1, beta2)
         g_lr, d_lr = self.split_lr(lr)
         self.optimizer_G = torch.optim.Adam(model.netG.parameters(), lr=g_lr, betas=betas)
         self.optimizer_D = torch.optim.Adam(model.netD.parameters(), lr=d_lr, betas=betas)
@@ -47,6 +46,13 @@ class GANTrainer:
         self.scaler_G = torch.amp.GradScaler("cuda", enabled=enabled)
         self.scaler_D = torch.amp.GradScaler("cuda", enabled=enabled)
         self.last_fake: torch.Tensor | None = None
+        self.last_inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # (semantics, real) of the last step
+
+    @classmethod
+    def from_options(cls, options: Any, model: GANModel) -> "GANTrainer":
+        """The optimisers and schedule train_gan.py's options describe."""
+        return cls(model, lr=options.lr, beta1=options.beta1, beta2=options.beta2, ttur=not options.no_ttur,
+                   niter=options.niter, niter_decay=options.niter_decay, amp=options.amp)
 
     def split_lr(self, lr: float) -> tuple[float, float]:
         """(G lr, D lr) for a base lr: TTUR halves G's and doubles D's."""
@@ -124,6 +130,25 @@ class GANTrainer:
         self.scaler_D.step(self.optimizer_D)
         self.scaler_D.update()
         return {name: value.detach() for name, value in losses.items()}
+
+    def step(self, batch: dict[str, Any], generator_turn: bool, reuse_fake: bool = False) -> dict[str, torch.Tensor]:
+        """One iteration on a collated batch: a G update when it is G's turn (SPEC 9: on
+        iterations where i % D_steps_per_G == 0), then a D update. Returns the detached terms;
+        raises NonFiniteLossError before the update whose loss is not finite."""
+        semantics, real = self.model.prepare_batch(batch)
+        self.last_inputs, self.last_fake = (semantics, real), None
+        losses: dict[str, torch.Tensor] = {}
+        if generator_turn:
+            losses.update(self.generator_step(semantics, real))
+        losses.update(self.discriminator_step(semantics, real, reuse_fake=reuse_fake and generator_turn))
+        return losses
+
+    def display_images(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(semantics, fake, real) of the last step's first sample, for the pictures: the G
+        step's fake, or on D-only iterations one generated without touching any statistics."""
+        semantics, real = self.last_inputs
+        fake = self.last_fake if self.last_fake is not None else self.model.generate_for_display(semantics)
+        return semantics[0], fake[0], real[0]
 
     def state_dict(self) -> dict[str, Any]:
         return {

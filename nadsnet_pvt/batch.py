@@ -4,8 +4,8 @@ For a collated batch of B samples:
 1. the first `n` samples (n from `generated_count`, about B * gan_fraction) are re-rendered:
    their GAN input (9 heatmaps + 16 PAFs + seatbelt, full resolution) is drawn from the
    AUGMENTED pose on the generator's device, the generator runs without autograd, and its
-   [-1, 1] output is converted to ImageNet normalisation (unless the generator was trained
-   with the seed's unconverted ranges) and moved to NADS-Net's device;
+   [-1, 1] output is converted to ImageNet normalisation (unless --image-range seed asks for
+   the seed's unconverted frames) and moved to NADS-Net's device;
 2. the labels: generated samples get the maps of their augmented pose, real samples the
    maps of their real pose (every real sample, the last one included: the seed's slice
    `B/2:-1` gave the last one augmented labels on a real image);
@@ -87,7 +87,8 @@ class GeneratedSamples:
         generator: SPADEGenerator (moved to `device`); its parameters are frozen here.
         device: the generator's device.
         image_range: 'converted' (outputs become ImageNet-normalised) or 'seed' (kept in [-1, 1],
-            as the seed fed them to NADS-Net), from the generator's configuration.
+            as the seed fed them to NADS-Net): train_nadsnet.py's own --image-range, never taken
+            from the generator's file.
         eval_mode: True -> eval mode (running statistics); False -> batch statistics with the
             stored statistics untouched.
         amp: 'off' | 'bf16' | 'fp16' autocast for the generator.
@@ -166,3 +167,32 @@ def build_training_batch(
         fill = imagenet_value_of(CANVAS_GREY_PIXEL)
         images, seatbelt, heatmaps, pafs = geometric_augment(images, seatbelt, heatmaps, pafs, augment_generator, fill)
     return TrainingBatch(images, seatbelt, heatmaps, pafs, label_keypoints, generated)
+
+
+class BatchRecipe:
+    """SPEC 10 for one run: which samples of a batch are generated, and with which draws.
+
+    Args:
+        batch_size, gan_fraction: how many samples of each batch are generated (`generated_count`).
+        generated_samples: the generator, or None with gan_fraction 0.
+        device: NADS-Net's device.
+        include_background: a 10th heatmap channel in the targets.
+        seed: the run's seed (the geometric augmentation's draws depend on it, the epoch and the batch).
+    """
+
+    def __init__(self, batch_size: int, gan_fraction: float, generated_samples: GeneratedSamples | None,
+                 device: torch.device, include_background: bool, seed: int):
+        self.batch_size, self.gan_fraction = batch_size, gan_fraction
+        self.generated_samples = generated_samples
+        self.device = device
+        self.include_background = include_background
+        self.seed = seed
+
+    def geometric(self, epoch: int, batch_index: int) -> torch.Generator:
+        return geometric_generator(self.seed, epoch, batch_index)
+
+    def build(self, batch: dict[str, Any], epoch: int, batch_index: int) -> TrainingBatch:
+        """The TrainingBatch of batch `batch_index` (0-based) of `epoch`."""
+        count = generated_count(self.batch_size, self.gan_fraction, batch_index)
+        return build_training_batch(batch, count, self.generated_samples, self.device, self.include_background,
+                                    self.geometric(epoch, batch_index))

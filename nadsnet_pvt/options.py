@@ -3,67 +3,70 @@
 Options that a preset sets default to None here and are filled from the preset; anything
 given on the command line overrides its preset. `--preset seed` is the seed's configuration
 (SPEC 9, 10); `--preset cpu` uses train_gan.py's cpu image size (so a generator trained with
-`python train_gan.py --preset cpu` fits) and is small enough to finish in a few minutes on a
-laptop CPU. With no GPU and no preset given, the cpu preset is used (and the run says so).
+`python train_gan.py --preset cpu` fits). With no GPU and no preset given, the cpu preset is
+used (and the run says so). The options both training scripts have are defined once, in
+common.options.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-
-from common.interrupts import NONFINITE_STREAK_LIMIT
-from common.options import add_data_paths, apply_preset, fraction, positive_int
+from common.cli import OneLineParser
+from common.errors import OptionError
+from common.options import (
+    add_shared_options,
+    adam_beta,
+    apply_preset,
+    check_devices,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from common.pose import NUM_KEYPOINTS
 from common.presets import PRESET_IMAGE_SIZE
-
 
 # The seed's settings (SPEC 9, 10).
 SEED_PRESET = dict(
     image_size=PRESET_IMAGE_SIZE["seed"],
     batch_size=4,
     epochs=100,
+    print_freq=0,
+    save_latest_freq=500,
 )
 
 # A few minutes on a 2-core CPU on data_sample/ (24 training frames: 6 batches of 4 per epoch,
-# about 5 s per epoch with the generated half). It shows the whole pipeline working; 120 SGD
-# steps from random weights at 64 px teach NADS-Net little beyond the seatbelt mask's prior.
+# about 5 s per epoch with the generated half).
 CPU_PRESET = dict(
     image_size=PRESET_IMAGE_SIZE["cpu"],
     batch_size=4,
     epochs=20,
+    print_freq=0,
+    save_latest_freq=500,
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="train_nadsnet.py",
         description="Train NADS-Net (PVT-tiny backbone: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
         "every batch is replaced by frames the pretrained SPADE generator renders in randomly changed arm poses.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run = parser.add_argument_group("run")
-    run.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                     help="seed: the seed's configuration (384 px, batch 4, 100 epochs, lr 1e-5); "
-                     "cpu: a small configuration for a CPU (train_gan.py's cpu image size). "
-                     "Default: seed with a GPU, cpu without one.")
-    run.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, augmentation)")
-    run.add_argument("--checkpoints-dir", type=Path, default=Path("checkpoints"),
-                     help="where nadsnet_best.pth, the training state, TensorBoard logs and web/nadsnet.html go")
-    run.add_argument("--continue-train", action="store_true",
-                     help="continue exactly where the run in --checkpoints-dir stopped (nadsnet_train_state.pth)")
-    run.add_argument("--pretrained", type=Path, default=None,
-                     help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
-                     "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
-
-    data = parser.add_argument_group("data")
-    add_data_paths(data, validation=True)
-    data.add_argument("--image-size", type=int, default=None, help="input size S (multiple of 32); seed: 384")
-    data.add_argument("--batch-size", type=positive_int, default=None, help="seed: 4")
-    data.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    groups = add_shared_options(parser, PRESETS, validation=True)
+    groups["run"].add_argument("--pretrained", default=None,
+                               help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
+                               "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
+    data = groups["data"]
+    data.add_argument("--valid-images-dir", type=Path, default=None, help="validation frames (default: --images-dir)")
+    data.add_argument("--valid-masks-dir", type=Path, default=None, help="validation seatbelt masks (default: --masks-dir)")
     data.add_argument("--arm-augment", choices=("none", "slightly", "highly"), default="slightly",
                       help="how the generated samples' arm poses are changed (SPEC 5)")
     data.add_argument("--include-background", action="store_true",
@@ -82,37 +85,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=positive_int, default=None, help="seed: 100")
-    optim.add_argument("--lr", type=float, default=1e-5, help="SGD learning rate")
-    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (no Nesterov)")
-    optim.add_argument("--weight-decay", type=float, default=5e-7)
+    optim.add_argument("--lr", type=positive_float, default=1e-5, help="SGD learning rate")
+    optim.add_argument("--momentum", type=adam_beta, default=0.9, help="SGD momentum (no Nesterov)")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-7)
     optim.add_argument("--lr-schedule", choices=("metric-based", "fixed"), default="metric-based",
                        help="metric-based: ReduceLROnPlateau on the validation loss (factor 0.8, patience 4, "
                        "threshold 1e-4 relative); fixed: StepLR (step 20 epochs, gamma 0.8)")
-    optim.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
-                       help="a NaN/inf loss term: stop with a message naming the term and the iteration "
-                       "(nothing is saved after it, so the last save stays intact), or skip that batch's update "
-                       f"with a warning (the run stops after {NONFINITE_STREAK_LIMIT} skipped batches in a row)")
 
-    device = parser.add_argument_group("devices and speed")
-    device.add_argument("--gan-device", default=None, help="generator; default: cuda:0 with a GPU, else cpu")
-    device.add_argument("--nadsnet-device", default=None,
-                        help="NADS-Net; default: cuda:1 with two GPUs, the generator's device otherwise")
-    device.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
-
-    output = parser.add_argument_group("output")
-    output.add_argument("--save-latest-freq", type=int, default=500,
-                        help="also save the training state every N iterations (batches), mid-epoch included, "
-                        "so --continue-train after a crash loses at most N iterations; 0: only after each epoch")
-    output.add_argument("--print-freq", type=int, default=0,
-                        help="also print the batch losses every N batches (0: only the progress bar and "
-                        "the epoch summaries)")
-    output.add_argument("--display-samples", type=int, default=4, help="validation samples shown per epoch on the page")
-    output.add_argument("--no-html", action="store_true", help="do not write web/nadsnet.html")
+    groups["output"].add_argument("--display-samples", type=non_negative_int, default=4,
+                                  help="validation samples shown per epoch on the page")
     return parser
 
 
+def nadsnet_flags(config: dict[str, Any]) -> str:
+    """The flags that build a NADS-Net of this configuration (for error hints)."""
+    background = " --include-background" if config.get("num_heatmaps") == NUM_KEYPOINTS + 1 else ""
+    return f"--image-size {config['image_size']}{background}"
+
+
+def check_generated_batch(options: argparse.Namespace) -> None:
+    """The generator normalises each batch's generated samples with their batch statistics:
+    the fewest generated in a batch must be enough for its batch norms (computed from its
+    shapes at --image-size, as train_gan.py checks its batch)."""
+    if options.gan_fraction == 0 or options.generator_eval:
+        return
+    from common.models.factory import build_generator, generator_config
+    from common.models.normalization import normalised_map_areas
+    from common.pose import SEMANTIC_CHANNELS
+
+    per_batch = options.batch_size * options.gan_fraction
+    fewest = max(1, math.floor(per_batch + 1e-9))
+    config = generator_config(1, options.image_size)
+    area = normalised_map_areas(lambda: build_generator(config), (SEMANTIC_CHANNELS, options.image_size, options.image_size))
+    if fewest * area["batch_norm"] <= 1:
+        raise OptionError(f"--batch-size {options.batch_size} x --gan-fraction {options.gan_fraction:g}",
+                          f"batches with a single generated sample, but the generator's batch norms see a 1 x 1 map at "
+                          f"--image-size {options.image_size}: generate at least 2 per batch, use --generator-eval, "
+                          "or a larger --image-size")
+
+
 def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Parse, fill from the preset, and refuse what cannot work (OptionError, exit code 2)."""
     options = build_parser().parse_args(argv)
     messages = apply_preset(options, PRESETS, gpu_available)
+    options.valid_images_dir = options.valid_images_dir or options.images_dir
+    options.valid_masks_dir = options.valid_masks_dir or options.masks_dir
+    check_generated_batch(options)
+    check_devices(options)
     return options, messages
-

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from common.devices import autocast_context
-from common.interrupts import NonFiniteLossError
+from common.errors import NonFiniteLossError
 from common.models.losses import nadsnet_loss
 
 PLATEAU = dict(factor=0.8, patience=4, threshold=1e-4, threshold_mode="rel")
@@ -37,10 +37,8 @@ class NADSNetTrainer:
         lr, momentum, weight_decay: SGD settings.
         schedule: 'metric-based' or 'fixed' (see the module docstring).
         amp: 'off' | 'bf16' | 'fp16' autocast of the forward pass (losses in float32).
-        on_nonfinite: 'stop' raises NonFiniteLossError; 'skip' drops that batch's update and
-            counts it in `skipped_steps` (`last_nonfinite` then describes the bad terms).
-    In both cases the network's buffers (normalisation running statistics) are put back as
-    they were before the bad batch's forward pass: a skipped batch leaves no trace.
+    A non-finite loss raises NonFiniteLossError before any update, with the network's buffers
+    put back as they were before the batch's forward pass (the run then stops or skips it).
     """
 
     def __init__(
@@ -52,7 +50,6 @@ class NADSNetTrainer:
         weight_decay: float = 5e-7,
         schedule: str = "metric-based",
         amp: str = "off",
-        on_nonfinite: str = "stop",
     ):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -60,7 +57,6 @@ class NADSNetTrainer:
         self.device = torch.device(device)
         self.schedule = schedule
         self.amp = amp
-        self.on_nonfinite = on_nonfinite
         self.optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         if schedule == "metric-based":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", **PLATEAU)
@@ -68,8 +64,6 @@ class NADSNetTrainer:
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, **STEP)
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and self.device.type == "cuda")
-        self.skipped_steps = 0
-        self.last_nonfinite = ""  # e.g. "heatmap = nan" after a skipped batch
 
     @property
     def lr(self) -> float:
@@ -93,25 +87,20 @@ class NADSNetTrainer:
         finite = torch.isfinite(values).tolist()
         return [name for name, ok in zip(losses, finite) if not ok]
 
-    def train_step(
-        self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
-    ) -> dict[str, torch.Tensor] | None:
-        """One SGD update; returns the detached loss terms, or None when a non-finite batch was
-        skipped (`on_nonfinite='skip'`). Raises NonFiniteLossError naming the term otherwise."""
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        """One SGD update on a TrainingBatch (nadsnet_pvt.batch); returns the detached loss
+        terms. Raises NonFiniteLossError naming the term before any update (buffers put back)."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         buffers = [(buffer, buffer.detach().clone()) for buffer in self.net.buffers()]
-        losses, _ = self.losses(images, seatbelt, heatmaps, pafs)
+        losses, _ = self.losses(batch.images, batch.seatbelt, batch.heatmaps, batch.pafs)
         bad = self.nonfinite_terms(losses)
         if bad:
             with torch.no_grad():
                 for buffer, saved in buffers:
                     buffer.copy_(saved)
-            self.last_nonfinite = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
-            if self.on_nonfinite == "skip":
-                self.skipped_steps += 1
-                return None
-            raise NonFiniteLossError(f"non-finite loss term(s) {self.last_nonfinite}", tuple(bad))
+            shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
+            raise NonFiniteLossError(f"non-finite loss term(s) {shown}", tuple(bad), "NADS-Net")
         self.scaler.scale(losses["total"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -141,7 +130,6 @@ class NADSNetTrainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "schedule": self.schedule,
-            "skipped_steps": self.skipped_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -153,4 +141,3 @@ class NADSNetTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.skipped_steps = int(state.get("skipped_steps", 0))

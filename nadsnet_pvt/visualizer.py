@@ -26,7 +26,18 @@ import torch
 from common.augment import geometric_augment
 from common.imaging import imagenet_to_uint8
 from common.pose import KEYPOINT_NAMES, NUM_KEYPOINTS
-from common.visualize import PageSection, draw_skeleton, link_from_page, overlay_mask, plot_curves, save_png, write_page
+from common.visualize import (
+    BoundedSeries,
+    Gallery,
+    GalleryEntry,
+    PageSection,
+    draw_skeleton,
+    link_from_page,
+    overlay_mask,
+    plot_curves,
+    save_png,
+    write_page,
+)
 from nadsnet_pvt.metrics import cell_centres, find_peaks
 
 # One RGB colour per keypoint type for predicted peaks (right side warm, left side cool, hips green).
@@ -127,25 +138,41 @@ def draw_peaks(image_uint8: np.ndarray, heatmaps: torch.Tensor, size: int, facto
 
 
 class NADSNetVisualizer:
-    def __init__(self, web_dir: str | Path, refresh_seconds: int = 10, enabled: bool = True):
+    """Writes web/nadsnet.html: one entry per epoch (its validation predictions and its first
+    training batch), the newest first, with the loss and metric curves. Page, state and
+    pictures on disk stay bounded as the run goes on (common.visualize.Gallery)."""
+
+    def __init__(self, web_dir: str | Path, refresh_seconds: int = 10, enabled: bool = True, recent: int = 5):
         self.web_dir = Path(web_dir)
         self.image_dir = self.web_dir / "images"
         self.refresh_seconds = refresh_seconds
         self.enabled = enabled
-        self.entries: dict[int, dict[str, list[list[str]]]] = {}  # epoch -> {"train": [[name, caption]], "valid": ...}
-        self.history: dict[str, list[tuple[int, float]]] = {}  # "train/total", "valid/pck5", ... -> (epoch, value)
+        self.gallery = Gallery(self.web_dir, "nadsnet.html", recent=recent)
+        self.pending: dict[str, list[list[str]]] = {"train": [], "valid": []}  # this epoch's pictures so far
+        self.curves: dict[str, BoundedSeries] = {}  # "train/total", "valid/pck5", ... -> (epoch, value)
 
     def _save(self, epoch: int, kind: str, name: str, caption: str, picture: np.ndarray) -> None:
         file_name = f"nadsnet_epoch{epoch:03d}_{name}.png"
         save_png(self.image_dir / file_name, picture)
-        entry = self.entries.setdefault(epoch, {"train": [], "valid": []})
-        entry[kind] = [item for item in entry[kind] if item[0] != file_name] + [[file_name, caption]]
+        self.pending[kind] = [item for item in self.pending[kind] if item[0] != file_name] + [[file_name, caption]]
 
-    def training_batch(self, epoch: int, batch, augment_generator: torch.Generator) -> None:
-        """Pictures of a TrainingBatch (nadsnet_pvt.batch) after augmentation, with the label
-        skeletons moved to where the augmentation put them and the seatbelt target overlaid."""
+    def finish_epoch(self, epoch: int) -> None:
+        """Put the epoch's pictures on the page (validation predictions first)."""
         if not self.enabled:
             return
+        images = [tuple(item) for item in self.pending["valid"] + self.pending["train"]]
+        heading = f"epoch {epoch}: validation predictions, then the first training batch as NADS-Net saw it"
+        self.gallery.add(GalleryEntry(epoch, epoch, heading, images))
+        self.pending = {"train": [], "valid": []}
+
+    def training_batch(self, epoch: int, batch, recipe, first: bool = True) -> None:
+        """Pictures of an epoch's first TrainingBatch (nadsnet_pvt.batch) after augmentation, with
+        the label skeletons moved to where the augmentation put them (the batch's own draws,
+        `recipe.geometric(epoch, 0)`) and the seatbelt target overlaid. Other batches (`first`
+        False, e.g. the first of a continued epoch) are not drawn."""
+        if not self.enabled or not first:
+            return
+        augment_generator = recipe.geometric(epoch, 0)
         size = batch.images.shape[-1]
         factor = display_factor(size)
         placements = geometric_placements(
@@ -189,48 +216,32 @@ class NADSNetVisualizer:
     def record(self, epoch: int, split: str, values: dict[str, float]) -> None:
         """Add one epoch's scalars of `split` ('train' or 'valid') to the curves."""
         for name, value in values.items():
-            curve = [point for point in self.history.get(f"{split}/{name}", []) if point[0] != epoch]
-            self.history[f"{split}/{name}"] = curve + [(epoch, float(value))]
+            self.curves.setdefault(f"{split}/{name}", BoundedSeries()).add(epoch, float(value))
 
     def write_page(self, running: bool) -> None:
         if not self.enabled:
             return
         self.web_dir.mkdir(parents=True, exist_ok=True)
 
-        def curves(names: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+        def curves(names: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
             selected = {}
-            for key, points in self.history.items():
+            for key, series in self.curves.items():
                 split, name = key.split("/", 1)
                 if name in names:
-                    selected[f"{split}: {CURVE_LABELS.get(name, name)}"] = points
+                    selected[f"{split}: {CURVE_LABELS.get(name, name)}"] = series.points
             return selected
 
-        plots = [
-            file_name
-            for file_name, title, names in PLOTS
-            if plot_curves(self.web_dir / file_name, curves(names), title, "epoch")
-        ]
-        sections = []
-        for epoch in sorted(self.entries, reverse=True):
-            entry = self.entries[epoch]
-            sections.append(PageSection(
-                heading=f"epoch {epoch}: validation predictions",
-                images=[(f"images/{name}", caption) for name, caption in entry["valid"]],
-            ))
-            sections.append(PageSection(
-                heading=f"epoch {epoch}: first training batch as NADS-Net saw it (generated samples first)",
-                images=[(f"images/{name}", caption) for name, caption in entry["train"]],
-            ))
-        legend = self.write_legend()
-        if legend:
-            sections.insert(0, PageSection(heading="colours of the predicted peaks", images=[(legend, "keypoint types")]))
+        plots = [file_name for file_name, title, names in PLOTS
+                 if plot_curves(self.web_dir / file_name, curves(names), title, "epoch")]
+        sections = [PageSection(heading="colours of the predicted peaks", images=[(self.write_legend(), "keypoint types")])]
+        sections += self.gallery.sections()
         links = [("index.html", "GAN training pictures")] if (self.web_dir / "index.html").is_file() else []
         write_page(
             self.web_dir / "nadsnet.html",
             "NADS-Net training" + (f" (running: refreshes every {self.refresh_seconds} s)" if running else ""),
             sections,
             plots=plots,
-            links=links,
+            links=links + self.gallery.archive_links(),
             refresh_seconds=self.refresh_seconds if running else None,
         )
         link_from_page(self.web_dir / "index.html", "nadsnet.html", "NADS-Net training pictures")
@@ -251,11 +262,12 @@ class NADSNetVisualizer:
         return name
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "entries": {str(epoch): entry for epoch, entry in self.entries.items()},
-            "history": {key: [list(point) for point in points] for key, points in self.history.items()},
-        }
+        return {"gallery": self.gallery.state_dict(), "pending": self.pending,
+                "curves": {key: series.state_dict() for key, series in self.curves.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.entries = {int(epoch): entry for epoch, entry in state.get("entries", {}).items()}
-        self.history = {key: [(int(p[0]), float(p[1])) for p in points] for key, points in state.get("history", {}).items()}
+        self.gallery.load_state_dict(state.get("gallery", {}))
+        self.pending = {kind: [list(item) for item in items] for kind, items in state.get("pending", {}).items()}
+        self.pending.setdefault("train", [])
+        self.pending.setdefault("valid", [])
+        self.curves = {key: BoundedSeries.from_state(series) for key, series in state.get("curves", {}).items()}

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checkpoints import CheckpointError
+from common.errors import CheckpointError
 from common.models.adapt import (
     CheckpointMismatchError,
     adapt_imagenet_pvt,

@@ -219,13 +219,13 @@ def test_gan_missing_and_out_of_frame_keypoints_train_with_one_warning(tiny_data
     annotations = [dict(a) for a in data.annotations]
     first, second = list(annotations[0]["keypoints"]), list(annotations[1]["keypoints"])
     first[0], first[4] = -3.0, -0.5  # negative: missing, silently
-    second[6] = 96.0  # x == width: outside the frame
+    second[6] = 96.0  # x == width: beyond the frame (kept in the maps, as the seed did)
     second[10] = 500.0  # y far below the frame
     annotations[0]["keypoints"], annotations[1]["keypoints"] = first, second
     data.write_annotations({"annotations": annotations})
     assert run_gan(gan_args(data, tmp_path / "run")) == 0
     captured = capsys.readouterr()
-    warnings = [line for line in captured.out.splitlines() if "WARNING" in line and "outside their image" in line]
+    warnings = [line for line in captured.out.splitlines() if "WARNING" in line and "beyond the right or bottom edge" in line]
     assert len(warnings) == 1 and "2 labelled keypoints in 1 annotations" in warnings[0]
     assert "Traceback" not in captured.err and (tmp_path / "run" / "gan_train_state.pth").is_file()
 
@@ -259,7 +259,7 @@ def test_nadsnet_trains_on_out_of_frame_keypoints_grey_and_16bit_pngs(tiny_datas
     cv2.imwrite(str(data.masks_dir / "frame_002.png"), np.full((80, 96), 65535, np.uint16))
     assert run_nadsnet(nadsnet_args(data, tmp_path / "run")) == 0
     captured = capsys.readouterr()
-    warnings = [line for line in captured.out.splitlines() if "WARNING" in line and "outside their image" in line]
+    warnings = [line for line in captured.out.splitlines() if "WARNING" in line and "beyond the right or bottom edge" in line]
     assert len(warnings) == 1 and "1 labelled keypoints in 1 annotations" in warnings[0]
     assert "Traceback" not in captured.err
     assert "valid: total" in (tmp_path / "run" / "nadsnet_log.txt").read_text()
@@ -305,7 +305,7 @@ def test_gan_image_corrupt_inside_fails_during_training_with_one_line(tiny_datas
     assert str(path) in line and "cannot be read or decoded" in line
     assert f"annotation {broken}, field 'image_id' 'frame_{broken:03d}'" in line
     assert "training stopped at epoch 1, iteration 2" in line and "--continue-train" in line
-    assert load_file(checkpoints / "gan_train_state.pth")["total_iterations"] == 1
+    assert load_file(checkpoints / "gan_train_state.pth")["progress"]["total_iterations"] == 1
     assert not list(checkpoints.rglob("*.tmp"))
 
 
@@ -329,4 +329,4 @@ def test_nadsnet_image_corrupt_inside_fails_in_the_loader_worker_with_one_line(t
     assert str(path) in line and "cannot be read or decoded" in line
     assert f"annotation {broken}, field 'image_id' 'frame_{broken:03d}'" in line
     assert "training stopped at epoch 1, iteration 2" in line
-    assert load_file(checkpoints / "nadsnet_train_state.pth")["total_iterations"] == 1
+    assert load_file(checkpoints / "nadsnet_train_state.pth")["progress"]["total_iterations"] == 1

@@ -124,9 +124,9 @@ def test_missing_and_out_of_frame_keypoints(tiny_dataset_dir):
     first[0 * 3 + 2] = 0  # keypoint 0 not labelled
     first[1 * 3 + 0] = -1.0  # keypoint 1 negative x
     first[2 * 3 + 1] = -0.5  # keypoint 2 negative y
-    first[3 * 3 + 0] = 200.0  # keypoint 3 at x == width: outside
+    first[3 * 3 + 0] = 200.0  # keypoint 3 at x == width: beyond the frame, kept (SPEC 1)
     first[4 * 3 + 0] = 199.5  # keypoint 4 just inside
-    second[5 * 3 + 1] = 130.0  # keypoint 5 below the frame: outside
+    second[5 * 3 + 1] = 130.0  # keypoint 5 below the frame: beyond, kept
     second[6 * 3 + 2] = 1  # occluded counts as present
     annotations = [dict(data.annotations[0], keypoints=first), dict(data.annotations[1], keypoints=second)]
     data.write_annotations({"annotations": annotations})
@@ -137,12 +137,14 @@ def test_missing_and_out_of_frame_keypoints(tiny_dataset_dir):
     assert len(messages) == 1, messages
     assert "2 labelled keypoints" in messages[0] and "2 annotations" in messages[0]
     assert str(data.annotation_file) in messages[0]
+    assert "beyond the right or bottom edge" in messages[0] and "kept in the label maps" in messages[0]
     people = dataset[0]["keypoints"][0].numpy()
-    assert np.isnan(people[[0, 1, 2, 3]]).all()
+    assert np.isnan(people[[0, 1, 2]]).all()
+    assert people[3, 0] == pytest.approx(64.0, abs=1e-4)  # scaled like any keypoint, beyond the 64 px input
     assert people[4, 0] == pytest.approx(199.5 * 64 / 200, abs=1e-4)
     other = dataset[1]["keypoints"][0].numpy()
-    assert np.isnan(other[5]).all() and np.isfinite(other[6]).all()
-    assert np.isfinite(other[[0, 1, 2, 3, 4, 6, 7, 8]]).all()
+    assert other[5, 1] == pytest.approx(130.0 * 64 / 100, abs=1e-4)
+    assert np.isfinite(other).all()
 
 
 def test_no_warning_when_all_keypoints_in_frame(tiny_dataset_dir):

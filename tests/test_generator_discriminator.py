@@ -338,7 +338,7 @@ def test_init_weights_xavier_statistics_and_zero_biases():
     biases = [m.bias for m in generator.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
     assert biases and all(torch.count_nonzero(b) == 0 for b in biases)
 
-    discriminator = init_weights(MultiscaleDiscriminator(input_nc=29, ndf=8, n_layers=4, num_D=1))
+    discriminator = init_weights(MultiscaleDiscriminator(input_nc=29, ndf=8, n_layers=4, num_D=1), "xavier")
     sn_weight = discriminator.discriminator_0.model3[0][0].weight_orig  # (64, 32, 4, 4)
     assert sn_weight.std().item() == pytest.approx(0.02 * math.sqrt(2.0 / (32 * 16 + 64 * 16)), rel=0.05)
     # The spectral norm divides the initialised weight_orig by its largest singular value.

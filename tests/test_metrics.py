@@ -8,13 +8,29 @@ import math
 import pytest
 import torch
 
-from common.pose import KEYPOINT_NAMES, NECK, NUM_KEYPOINTS, RIGHT_WRIST, LEFT_HIP
+from common.pose import (
+    KEYPOINT_NAMES,
+    LEFT_ELBOW,
+    LEFT_HIP,
+    LEFT_SHOULDER,
+    LEFT_WRIST,
+    NECK,
+    NUM_KEYPOINTS,
+    RIGHT_ELBOW,
+    RIGHT_HIP,
+    RIGHT_SHOULDER,
+    RIGHT_WRIST,
+)
 from nadsnet_pvt.metrics import (
+    COUNT_SIZE,
+    PCKT_TORSO_FRACTION,
     ValidationMetrics,
     find_peaks,
     format_keypoint_table,
+    format_overall,
     nearest_peak_distances,
     pck_thresholds,
+    torso_lengths,
 )
 
 NAN = math.nan
@@ -78,15 +94,17 @@ def test_pck_mean_error_and_per_keypoint_table():
     metrics = ValidationMetrics(image_size=384)
     metrics.update(maps, keypoints)
     summary = metrics.summary()
-    assert summary["present"] == 3
+    assert summary["pck_present"] == 3
     assert summary["pck5"] == pytest.approx(1 / 3)
     assert summary["pck10"] == pytest.approx(2 / 3)
     assert summary["mean_error_px"] == pytest.approx((5.0 + 8.0) / 2)
     table = summary["per_keypoint"]
-    assert table["neck"] == {"present": 1, "pck5": 1.0, "pck10": 1.0}
-    assert table["right_wrist"] == {"present": 1, "pck5": 0.0, "pck10": 1.0}
-    assert table["left_hip"] == {"present": 1, "pck5": 0.0, "pck10": 0.0}
-    assert math.isnan(table["left_elbow"]["pck5"])  # never present
+    # The torso (neck to the one hip, ~256 px) makes PCKt's threshold ~51 px: the neck and
+    # the wrist are found, the hip (no hip peak at all) is not.
+    assert table["neck"] == {"pck_present": 1, "pck5": 1.0, "pck10": 1.0, "present": 1, "pckt": 1.0}
+    assert table["right_wrist"] == {"pck_present": 1, "pck5": 0.0, "pck10": 1.0, "present": 1, "pckt": 1.0}
+    assert table["left_hip"] == {"pck_present": 1, "pck5": 0.0, "pck10": 0.0, "present": 1, "pckt": 0.0}
+    assert math.isnan(table["left_elbow"]["pck5"]) and math.isnan(table["left_elbow"]["pckt"])  # never present
     text = format_keypoint_table(summary)
     assert all(name in text for name in KEYPOINT_NAMES)
 
@@ -100,7 +118,8 @@ def test_metrics_accumulate_over_batches_and_ignore_background_channel():
         keypoints[0, 0, NECK] = torch.tensor([cell_centre(5) + offset, cell_centre(5)])
         metrics.update(maps, keypoints)
     summary = metrics.summary()
-    assert summary["present"] == 2
+    assert summary["pck_present"] == 2
+    assert summary["present"] == 0 and summary["skipped_people"] == 2  # no hips: no PCKt
     assert summary["pck5"] == pytest.approx(0.5)  # 2 px within 2.5, 4 px not
     assert summary["pck10"] == pytest.approx(1.0)
     assert summary["mean_error_px"] == pytest.approx(3.0)
@@ -128,3 +147,189 @@ def test_empty_seatbelt_everywhere_counts_as_perfect():
     metrics.update(torch.zeros(1, NUM_KEYPOINTS, 8, 8), torch.full((1, 1, NUM_KEYPOINTS, 2), NAN), empty, empty)
     summary = metrics.summary()
     assert summary["seatbelt_iou"] == 1.0 and summary["seatbelt_dice"] == 1.0
+
+
+# --------------------------------------------------------------------------- PCKt@0.2
+# All at 384 px input: 96 x 96 cells of stride 4, PCK thresholds 5 and 10 px.
+
+
+def person(points: dict[int, tuple[float, float]]) -> torch.Tensor:
+    """(9, 2) keypoints, NaN except the given {keypoint: (x, y)}."""
+    keypoints = torch.full((NUM_KEYPOINTS, 2), NAN)
+    for index, xy in points.items():
+        keypoints[index] = torch.tensor(xy)
+    return keypoints
+
+
+def batch_of(images: list[list[torch.Tensor]]) -> torch.Tensor:
+    """(B, Pmax, 9, 2): people per image, padded with NaN people as collate_poses does."""
+    most = max(len(people) for people in images)
+    keypoints = torch.full((len(images), most, NUM_KEYPOINTS, 2), NAN)
+    for row, people in enumerate(images):
+        for column, one in enumerate(people):
+            keypoints[row, column] = one
+    return keypoints
+
+
+def at(gx: int, gy: int, dx: float = 0.0, dy: float = 0.0) -> tuple[float, float]:
+    """Input pixel of cell (gx, gy)'s centre, moved by (dx, dy)."""
+    return cell_centre(gx) + dx, cell_centre(gy) + dy
+
+
+def summarise(maps: torch.Tensor, keypoints: torch.Tensor, image_size: int = 384) -> dict:
+    metrics = ValidationMetrics(image_size)
+    metrics.update(maps, keypoints)
+    return metrics.summary()
+
+
+def test_pckt_threshold_is_fraction_of_neck_to_hip_midpoint_and_edge():
+    assert PCKT_TORSO_FRACTION == 0.2
+    # Neck at cell (25, 25); hips 20 px left/right and 50 px below: torso 50 px, threshold 10 px.
+    torso = {NECK: at(25, 25), RIGHT_HIP: at(20, 25, 0, 50), LEFT_HIP: at(30, 25, 0, 50)}
+    keypoints = person({**torso, RIGHT_WRIST: at(40, 40, 0, 9.99), LEFT_WRIST: at(60, 40, 0, 10.01)})
+    assert torso_lengths(keypoints[None, None]).item() == pytest.approx(50.0)
+    maps = heatmaps_with_peaks({RIGHT_WRIST: [(40, 40)], LEFT_WRIST: [(60, 40)]})
+    summary = summarise(maps, keypoints[None, None])
+    table = summary["per_keypoint"]
+    assert table["right_wrist"]["pckt"] == 1.0  # 9.99 px: just inside
+    assert table["left_wrist"]["pckt"] == 0.0  # 10.01 px: just outside
+    assert summary["present"] == 5 and summary["skipped_people"] == 0
+    assert summary["pckt"] == pytest.approx(1 / 5)  # no neck or hip peaks: only the right wrist
+    assert summary["pck10"] == pytest.approx(1 / 5)  # PCK@10 is unchanged beside it
+
+
+def test_pckt_torso_to_the_one_hip_present():
+    # Neck at cell (25, 25), right hip 50 px below it, no left hip: torso 50, threshold 10.
+    # (Half the torso, or the hip taken as 0, would give other answers.)
+    keypoints = person({
+        NECK: at(25, 25), RIGHT_HIP: at(25, 25, 0, 50),
+        RIGHT_WRIST: at(40, 40, 0, 8.0), RIGHT_ELBOW: at(50, 40, 0, 12.0),
+    })
+    assert torso_lengths(keypoints[None, None]).item() == pytest.approx(50.0)
+    maps = heatmaps_with_peaks({NECK: [(25, 25)], RIGHT_WRIST: [(40, 40)], RIGHT_ELBOW: [(50, 40)]})
+    summary = summarise(maps, keypoints[None, None])
+    assert summary["present"] == 4 and summary["skipped_people"] == 0 and summary["people"] == 1
+    assert summary["pckt"] == pytest.approx(2 / 4)  # neck (0 px) and wrist (8 px); elbow 12 px, hip no peak
+    assert summary["per_keypoint"]["right_wrist"]["pckt"] == 1.0
+    assert summary["per_keypoint"]["right_elbow"]["pckt"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "missing, reason",
+    [((NECK,), "no neck"), ((RIGHT_HIP, LEFT_HIP), "no hips")],
+)
+def test_person_without_torso_is_skipped_by_pckt_and_counted(missing, reason):
+    points = {NECK: at(25, 25), RIGHT_HIP: at(20, 37), LEFT_HIP: at(30, 37), RIGHT_WRIST: at(40, 40)}
+    keypoints = person({k: v for k, v in points.items() if k not in missing})
+    maps = heatmaps_with_peaks({channel: [(40, 40)] for channel in range(NUM_KEYPOINTS)})
+    summary = summarise(maps, keypoints[None, None])
+    assert summary["skipped_people"] == 1, reason
+    assert summary["present"] == 0 and math.isnan(summary["pckt"]) and math.isnan(summary["pckt_arms"])
+    assert summary["pck_present"] == 4 - len(missing)  # PCK still evaluates its keypoints
+    assert summary["per_keypoint"]["right_wrist"]["pck5"] == 1.0
+
+
+def test_torso_lengths_defined_cases():
+    people = torch.stack([
+        person({NECK: (10.0, 10.0), RIGHT_HIP: (10.0, 40.0), LEFT_HIP: (30.0, 40.0)}),  # to the midpoint (20, 40)
+        person({NECK: (10.0, 10.0), LEFT_HIP: (10.0, 25.0)}),  # one hip
+        person({NECK: (10.0, 10.0), RIGHT_HIP: (10.0, 10.0)}),  # length 0: undefined
+        person({RIGHT_HIP: (10.0, 40.0), LEFT_HIP: (30.0, 40.0)}),  # no neck
+        person({NECK: (10.0, 10.0)}),  # no hips
+        person({}),  # padding
+    ])[None]
+    lengths = torso_lengths(people)[0]
+    assert lengths[0].item() == pytest.approx(math.hypot(10.0, 30.0))
+    assert lengths[1].item() == pytest.approx(15.0)
+    assert torch.isnan(lengths[2:]).all()
+
+
+def test_keypoints_beyond_the_frame_are_skipped_but_a_hip_beyond_still_defines_the_torso():
+    # Neck (201.5, 301.5); right hip 40 px below (in the frame); left hip 140 px below, beyond
+    # the bottom edge. Midpoint 90 px below the neck: threshold 18 px (8 px without the far hip).
+    keypoints = person({
+        NECK: at(50, 75), RIGHT_HIP: at(50, 75, 0, 40), LEFT_HIP: at(50, 75, 0, 140),
+        RIGHT_WRIST: at(20, 20, 0, 12),  # 12 px from its peak
+        RIGHT_ELBOW: (384.0, 100.0),  # x = S: beyond the right edge
+        LEFT_ELBOW: (100.0, 500.0),  # beyond the bottom edge
+        LEFT_SHOULDER: (-2.0, 100.0),  # negative
+    })
+    assert keypoints[LEFT_HIP, 1] >= 384
+    maps = heatmaps_with_peaks({
+        NECK: [(50, 75)], RIGHT_HIP: [(50, 85)], RIGHT_WRIST: [(20, 20)],
+        RIGHT_ELBOW: [(95, 25)], LEFT_ELBOW: [(25, 95)], LEFT_SHOULDER: [(0, 25)],  # peaks at the edges
+    })
+    distances = nearest_peak_distances(maps, keypoints[None, None], 384)[0, 0]
+    assert torch.isnan(distances[[RIGHT_ELBOW, LEFT_ELBOW, LEFT_SHOULDER, LEFT_HIP]]).all()
+    summary = summarise(maps, keypoints[None, None])
+    assert summary["pck_present"] == 3 and summary["present"] == 3  # neck, right hip, right wrist
+    assert summary["pck10"] == pytest.approx(2 / 3)  # the wrist is 12 px off
+    assert summary["pckt"] == 1.0  # 12 px < 0.2 x 90 px
+    assert summary["mean_error_px"] == pytest.approx(0.0)
+    for name in ("right_elbow", "left_elbow", "left_shoulder", "left_hip"):
+        row = summary["per_keypoint"][name]
+        assert row["pck_present"] == 0 and row["present"] == 0 and math.isnan(row["pckt"])
+
+
+def test_pckt_arms_counts_elbows_and_wrists_only():
+    torso = {NECK: at(45, 30), RIGHT_HIP: at(40, 50), LEFT_HIP: at(50, 50)}
+    arms = {
+        RIGHT_SHOULDER: at(35, 32), LEFT_SHOULDER: at(55, 32), RIGHT_ELBOW: at(30, 40),
+        LEFT_ELBOW: at(60, 40), RIGHT_WRIST: at(30, 48), LEFT_WRIST: at(60, 48),
+    }
+    keypoints = person({**torso, **arms})
+    # Peaks on every keypoint but the right elbow and the left wrist.
+    found = {k: [(int((x - 1.5) / 4), int((y - 1.5) / 4))] for k, (x, y) in {**torso, **arms}.items()
+             if k not in (RIGHT_ELBOW, LEFT_WRIST)}
+    summary = summarise(heatmaps_with_peaks(found), keypoints[None, None])
+    assert summary["present"] == 9 and summary["present_arms"] == 4
+    assert summary["pckt"] == pytest.approx(7 / 9)
+    assert summary["pckt_arms"] == pytest.approx(2 / 4)
+    assert "PCKt@0.2" in format_keypoint_table(summary) and "PCKt@0.2 0.778" in format_overall(summary)
+
+
+def test_several_people_per_batch_with_padding_have_their_own_torso():
+    big = person({NECK: at(20, 10), RIGHT_HIP: at(20, 10, 0, 100), RIGHT_WRIST: at(10, 10, 0, 10)})  # threshold 20
+    small = person({NECK: at(70, 10), LEFT_HIP: at(70, 10, 0, 20), RIGHT_WRIST: at(80, 10, 0, 10)})  # threshold 4
+    headless = person({RIGHT_HIP: at(50, 70), RIGHT_WRIST: at(50, 80)})  # skipped by PCKt
+    keypoints = batch_of([[big, small], [headless]])  # image 1 has a NaN padding person
+    assert keypoints.shape == (2, 2, NUM_KEYPOINTS, 2) and torch.isnan(keypoints[1, 1]).all()
+    maps = torch.cat([
+        heatmaps_with_peaks({RIGHT_WRIST: [(10, 10), (80, 10)]}),
+        heatmaps_with_peaks({RIGHT_WRIST: [(50, 80)]}),
+    ])
+    summary = summarise(maps, keypoints)
+    assert summary["images"] == 2 and summary["people"] == 3 and summary["skipped_people"] == 1
+    wrist = summary["per_keypoint"]["right_wrist"]
+    assert wrist["present"] == 2 and wrist["pckt"] == pytest.approx(0.5)  # 10 px: the big person's only
+    assert wrist["pck_present"] == 3 and wrist["pck10"] == 1.0  # the headless one's wrist counts for PCK
+    assert summary["pck_present"] == 8 and summary["present"] == 6
+
+
+def test_counts_can_be_reduced_between_accumulation_and_summary():
+    first = batch_of([[person({NECK: at(10, 10), RIGHT_HIP: at(10, 20), RIGHT_WRIST: at(30, 30, 3, 0)})]])
+    second = batch_of([[person({NECK: at(50, 10), LEFT_HIP: at(50, 30), LEFT_WRIST: at(60, 60, 0, 7)})]])
+    maps = heatmaps_with_peaks({NECK: [(10, 10), (50, 10)], RIGHT_WRIST: [(30, 30)], LEFT_WRIST: [(60, 60)]})
+    belt = torch.zeros(1, 1, 384, 384)
+    belt[..., :10, :10] = 1.0
+    together, one, other = ValidationMetrics(384), ValidationMetrics(384), ValidationMetrics(384)
+    for metrics, keypoints in ((together, first), (together, second), (one, first), (other, second)):
+        metrics.update(maps, keypoints, belt, belt)
+    assert one.counts().shape == (COUNT_SIZE,) and one.counts().dtype == torch.float64
+    one.reduce(lambda counts: counts + other.counts())  # what an all-reduce over two processes gives
+    assert one.summary() == together.summary()
+    other.reduce(lambda counts: counts.mul_(0))  # in place, returning None like all_reduce
+    other.load_counts(together.counts().clone())
+    assert other.summary() == together.summary()
+    with pytest.raises(ValueError, match="shape"):
+        other.load_counts(torch.zeros(3))
+
+
+def test_summary_needs_a_batch_and_seatbelt_is_nan_without_a_head():
+    with pytest.raises(ValueError, match="no validation batch"):
+        ValidationMetrics(384).summary()
+    with pytest.raises(ValueError, match="no validation batch"):
+        ValidationMetrics(384, device="cpu").summary()  # allocated, still empty
+    summary = summarise(torch.zeros(1, NUM_KEYPOINTS, 96, 96), torch.full((1, 0, NUM_KEYPOINTS, 2), NAN))
+    assert math.isnan(summary["seatbelt_iou"]) and math.isnan(summary["seatbelt_dice"])
+    assert summary["people"] == 0 and math.isnan(summary["pckt"])

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoints import CheckpointError, load_file, save_atomic, save_network, write_text_atomic
+from common.checkpoints import load_file, save_network
+from common.errors import CheckpointError
+from common.files import save_atomic, write_text_atomic
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 
 from conftest import SINGLE_THREAD_ENV
@@ -101,8 +103,10 @@ def tiny_generator_file(path: Path, ngf: int = 2, size: int = 32) -> Path:
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under `directory` (relative path -> bytes)."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    """Every file under `directory` (relative path -> bytes), but the folder's lock (which names
+    the run holding it)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != ".run.lock"}
 
 
 PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")
@@ -184,7 +188,7 @@ def test_write_that_raises_midway_keeps_previous_text(tmp_path):
         handle.write(b"ne")
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    from common.checkpoints import write_atomic
+    from common.files import write_atomic
 
     with pytest.raises(CheckpointError, match="Read-only file system"):
         write_atomic(target, half_then_fail)
@@ -192,7 +196,7 @@ def test_write_that_raises_midway_keeps_previous_text(tmp_path):
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    from common.checkpoints import remove_stale_temporaries
+    from common.files import remove_stale_temporaries
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -328,7 +332,7 @@ def test_nonfinite_loss_stops_with_term_and_iteration_and_keeps_last_save(tiny_d
     assert "last save" in line and "intact" in line
     assert "gan_train_state.pth" in seen["files"]
     assert snapshot(checkpoints) == seen["files"]  # byte-identical: nothing written after the NaN
-    assert load_file(checkpoints / "gan_train_state.pth")["total_iterations"] == 2
+    assert load_file(checkpoints / "gan_train_state.pth")["progress"]["total_iterations"] == 2
 
 
 @pytest.mark.parametrize("method, network", [("generator_losses", "generator"), ("discriminator_losses", "discriminator")])
@@ -361,7 +365,7 @@ def test_nonfinite_loss_skip_drops_the_update_and_continues(tiny_dataset_dir, tm
         assert_same_weights({k: d_after[k] for k in d_parameters}, {k: d_before[k] for k in d_parameters}, atol=0)
         assert any(not torch.equal(g_after[k], g_before[k]) for k in g_before)
     assert all(torch.isfinite(v).all() for v in state_of_file(checkpoints / "latest_net_G.pth").values())
-    assert load_file(checkpoints / "gan_train_state.pth")["skipped_batches"] == 1
+    assert load_file(checkpoints / "gan_train_state.pth")["progress"]["skipped_batches"] == 1
     assert "1 batch(es) skipped" in captured.out
 
 
@@ -393,7 +397,7 @@ def test_failed_save_is_one_line_and_previous_state_stays_loadable(tiny_dataset_
     assert "previous file is unchanged" in line
     assert snapshot(checkpoints) == {k: v for k, v in seen["files"].items() if not k.endswith(".tmp")}
     assert not no_temporaries(checkpoints)
-    state = load_file(checkpoints / "gan_train_state.pth")
+    state = load_file(checkpoints / "gan_train_state.pth")["progress"]
     assert (state["epoch"], state["epoch_batches"], state["total_iterations"]) == (1, 2, 2)
     load_file(checkpoints / "latest_net_G.pth")
 
@@ -441,7 +445,7 @@ def test_sigterm_saves_like_ctrl_c_and_a_second_signal_stops_at_once(tiny_datase
     assert run_gan(gan_args(data, tmp_path / "term")) == 143
     out, err = capfd.readouterr()
     assert "SIGTERM received: finishing this iteration" in err and "interrupted (SIGTERM): saved the state" in out
-    assert load_file(tmp_path / "term" / "gan_train_state.pth")["total_iterations"] == 3  # the iteration finished
+    assert load_file(tmp_path / "term" / "gan_train_state.pth")["progress"]["total_iterations"] == 3  # the iteration finished
 
     plan.update(call=0, signals=(signal.SIGINT, signal.SIGINT), directory=tmp_path / "twice")
     assert run_gan(gan_args(data, tmp_path / "twice")) == 130
@@ -525,7 +529,7 @@ def test_resume_after_sigkill_and_ctrl_c_matches_uninterrupted_run(tiny_dataset_
         returncode = processes[(script, how)].returncode
         if how == "kill":
             assert returncode == -signal.SIGKILL, (script, returncode, err)
-            assert load_file(directory / state_name)["epoch_batches"] > 0  # continued from mid-epoch
+            assert load_file(directory / state_name)["progress"]["epoch_batches"] > 0  # continued from mid-epoch
         else:
             # Ctrl-C: finishes the iteration, saves, says how to continue, exits 130, no traceback.
             assert returncode == 130, (script, err)
@@ -555,7 +559,7 @@ def test_nadsnet_code_carrying_files_are_refused_and_never_run(tiny_dataset_dir,
     checkpoints = tmp_path / "run"
     for flags, fragment in (
         (("--pretrained", str(evil)), "refused to load weights file"),
-        (("--gan-fraction", "0.5", "--generator-weights", str(evil)), "refused to load weights file"),
+        (("--gan-fraction", "1", "--generator-weights", str(evil)), "refused to load weights file"),
     ):
         assert run_nadsnet(nadsnet_args(data, checkpoints, *flags)) == 1
         line = one_error_line(capsys.readouterr().err)
@@ -578,21 +582,21 @@ def test_nadsnet_mismatched_generator_and_pretrained_files_are_explained(tiny_da
     config = json.loads(generator.with_suffix(".json").read_text())
     generator.with_suffix(".json").write_text(json.dumps(dict(config, ngf=16)))
     checkpoints = tmp_path / "run"
-    assert run_nadsnet(nadsnet_args(data, checkpoints, "--gan-fraction", "0.5", "--generator-weights", str(generator))) == 1
+    assert run_nadsnet(nadsnet_args(data, checkpoints, "--gan-fraction", "1", "--generator-weights", str(generator))) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "latest_net_G.pth does not fit" in line and "shape mismatch" in line and "it fits --ngf 8" in line
+    assert "latest_net_G.pth does not fit" in line and "shape mismatch" in line and "it fits a generator with ngf 8" in line
 
     # A discriminator given as the generator: says what the file holds.
     discriminator = tmp_path / "d" / "latest_net_D.pth"
     save_network(build_discriminator(discriminator_config(4)), discriminator, discriminator_config(4))
-    assert run_nadsnet(nadsnet_args(data, checkpoints, "--gan-fraction", "0.5", "--generator-weights", str(discriminator))) == 1
+    assert run_nadsnet(nadsnet_args(data, checkpoints, "--gan-fraction", "1", "--generator-weights", str(discriminator))) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "is not a SPADE generator" in line and "MultiscaleDiscriminator" in line and "--ndf 4" in line
+    assert "is not a SPADE generator" in line and "MultiscaleDiscriminator" in line and "ndf 4" in line
 
     # A generator given as --pretrained NADS-Net weights: nothing fits, and the message says why.
     assert run_nadsnet(nadsnet_args(data, checkpoints, "--pretrained", str(generator))) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "no tensor fits NADS-Net" in line and "a SPADE generator (--ngf 8)" in line
+    assert "no tensor fits NADS-Net" in line and "a SPADE generator (ngf 8)" in line
     assert not checkpoints.exists()
 
 
@@ -631,10 +635,10 @@ def test_nadsnet_nonfinite_loss_stops_and_keeps_last_save(tiny_dataset_dir, tmp_
     _nadsnet_nan_on_call(monkeypatch, 2, on_call=remember)
     assert run_nadsnet(nadsnet_args(data, checkpoints)) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "heatmap = nan" in line and "epoch 1, batch 2 (iteration 2)" in line and "intact" in line
+    assert "heatmap = nan" in line and "epoch 1, iteration 2" in line and "intact" in line
     kept = {k: v for k, v in snapshot(checkpoints).items() if not k.startswith("tensorboard")}
     assert kept == {k: v for k, v in seen["files"].items() if not k.startswith("tensorboard")}
-    assert load_file(checkpoints / "nadsnet_train_state.pth")["total_iterations"] == 1
+    assert load_file(checkpoints / "nadsnet_train_state.pth")["progress"]["total_iterations"] == 1
 
 
 def test_nadsnet_nonfinite_loss_skip_leaves_no_trace(tiny_dataset_dir, tmp_path, monkeypatch, capsys):
@@ -644,7 +648,7 @@ def test_nadsnet_nonfinite_loss_skip_leaves_no_trace(tiny_dataset_dir, tmp_path,
     assert run_nadsnet(nadsnet_args(data, tmp_path / "run", "--on-nonfinite", "skip")) == 0
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if "batch skipped" in line]
-    assert len(warnings) == 1 and "heatmap = nan" in warnings[0] and "(iteration 2)" in warnings[0]
+    assert len(warnings) == 1 and "heatmap = nan" in warnings[0] and "iteration 2:" in warnings[0]
     assert_same_weights(weights[3], weights[2], atol=0)  # weights and buffers as before the bad batch
     assert "1 batch(es) skipped" in out
 
@@ -665,5 +669,5 @@ def test_nadsnet_failed_save_is_one_line_and_previous_state_stays(tiny_dataset_d
     line = one_error_line(capsys.readouterr().err)
     assert str(checkpoints / "nadsnet_train_state.pth") in line and "No space left on device" in line
     assert not no_temporaries(checkpoints)
-    state = load_file(checkpoints / "nadsnet_train_state.pth")
+    state = load_file(checkpoints / "nadsnet_train_state.pth")["progress"]
     assert (state["epoch"], state["epoch_batches"], state["total_iterations"]) == (1, 1, 1)

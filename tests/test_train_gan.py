@@ -87,7 +87,7 @@ def test_resume_from_mid_epoch_save_reproduces_uninterrupted_run(tiny_dataset_di
     # Stop after 4 iterations (the save at iteration 3 is mid-epoch 2), then continue.
     partial_dir = tmp_path / "partial"
     run_training(tiny_args(data, partial_dir, "--max-iterations", "4"))
-    state = torch.load(partial_dir / TRAIN_STATE, weights_only=True)
+    state = torch.load(partial_dir / TRAIN_STATE, weights_only=True)["progress"]
     assert (state["epoch"], state["epoch_batches"]) == (2, 1)  # iteration 4 = batch 1 of epoch 2
     resumed = run_training(tiny_args(data, partial_dir, "--continue-train"))
 

@@ -20,13 +20,16 @@ from torch import nn
 
 from common.checkpoints import load_file, load_state_dict_file, save_network
 from common.imaging import gan_to_imagenet
-from common.interrupts import TrainingInterrupted
+from common.errors import CheckpointError, NonFiniteLossError
+from common.runlog import RunLog
+from common.stopping import TrainingInterrupted
 from common.maps import gan_input, nadsnet_targets
 from common.models.factory import build_generator, generator_config, load_nadsnet
 from common.models.init import init_weights
 from common.pose import NUM_KEYPOINTS
 from nadsnet_pvt import train as train_module
-from nadsnet_pvt.batch import GeneratedSamples, build_training_batch, generated_count, geometric_generator
+from nadsnet_pvt.batch import GeneratedSamples, TrainingBatch, build_training_batch, generated_count, geometric_generator
+from nadsnet_pvt.checkpoint import NADSNetCheckpoint
 from nadsnet_pvt.options import parse_options
 from nadsnet_pvt.trainer import NADSNetTrainer
 from nadsnet_pvt.visualizer import geometric_placements, place_keypoints
@@ -274,22 +277,27 @@ def test_best_checkpoint_saved_only_on_improvement(tiny_dataset_dir, tmp_path, m
     checkpoints = tmp_path / "run"
     options, messages = run_options(data, train_file, valid_file, checkpoints, "--gan-fraction", "0", "--epochs", "3", "--no-html")
     validation_losses = iter([10.0, 20.0, 5.0])
-    summary = {"pck5": 0.0, "pck10": 0.0, "mean_error_px": math.nan, "matched": 0, "present": 1,
-               "seatbelt_iou": 0.0, "seatbelt_dice": 0.0, "per_keypoint": {}}
-    monkeypatch.setattr(train_module, "validate", lambda *args: ({"total": next(validation_losses)}, summary))
+    real_evaluate = train_module.evaluate
+
+    def scripted_evaluate(*args, **kwargs):  # the real evaluation with a scripted total loss
+        evaluation = real_evaluate(*args, **kwargs)
+        evaluation.losses["total"] = next(validation_losses)
+        return evaluation
+
+    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
     saved_weights = []
-    real_save = train_module.save_network
+    real_save = NADSNetCheckpoint.save_best
 
-    def recording_save(net, path, config):
-        saved_weights.append(copy.deepcopy(net.state_dict()))
-        return real_save(net, path, config)
+    def recording_save(self, directory):
+        saved_weights.append(copy.deepcopy(self.net.state_dict()))
+        return real_save(self, directory)
 
-    monkeypatch.setattr(train_module, "save_network", recording_save)
+    monkeypatch.setattr(NADSNetCheckpoint, "save_best", recording_save)
     net = train_module.train(options, messages)
     assert len(saved_weights) == 2  # epoch 1 (first) and epoch 3 (better); not epoch 2 (worse)
     assert not state_dicts_close(saved_weights[0], saved_weights[1])
     assert state_dicts_close(saved_weights[1], net.state_dict(), atol=0)
-    state = load_file(checkpoints / "nadsnet_train_state.pth")
+    state = load_file(checkpoints / "nadsnet_train_state.pth")["parts"]
     assert state["best_loss"] == 5.0 and state["best_epoch"] == 3
 
 
@@ -323,13 +331,13 @@ def test_interrupted_run_continues_exactly(tiny_dataset_dir, tmp_path, generator
     assert stopped.value.exit_code == 130 and len(calls) == 1
     monkeypatch.setattr(NADSNetTrainer, "train_step", real_step)
     state = load_file(stopped_dir / "nadsnet_train_state.pth")
-    assert (state["epoch"], state["epoch_batches"]) == (1, 1)
+    assert (state["progress"]["epoch"], state["progress"]["epoch_batches"]) == (1, 1)
     assert not (stopped_dir / "nadsnet_best.pth").exists()
 
     options, messages = run_options(data, train_file, valid_file, stopped_dir, *extra, "--continue-train")
     continued = train_module.train(options, messages).state_dict()
     assert state_dicts_close(continued, uninterrupted, atol=1e-6)
-    assert not state_dicts_close(continued, state["nadsnet"], atol=1e-6)  # it did train on
+    assert not state_dicts_close(continued, state["parts"]["nadsnet"], atol=1e-6)  # it did train on
 
 
 # --------------------------------------------------------------------------- messages
@@ -380,14 +388,12 @@ def trainer_inputs():
     return torch.zeros(2, 3, 16, 16), torch.zeros(2, 1, 16, 16), torch.rand(2, NUM_KEYPOINTS, 4, 4), torch.zeros(2, 16, 4, 4)
 
 
-def test_nonfinite_loss_stops_naming_the_term_or_skips_the_update():
-    trainer = NADSNetTrainer(TinyMapNet(poison=True), "cpu")
-    with pytest.raises(train_module.NonFiniteLossError, match="heatmap"):
-        trainer.train_step(*trainer_inputs())
+def test_nonfinite_loss_raises_naming_the_term_before_any_update():
     net = TinyMapNet(poison=True)
-    trainer = NADSNetTrainer(net, "cpu", lr=0.1, on_nonfinite="skip")
-    assert trainer.train_step(*trainer_inputs()) is None
-    assert trainer.skipped_steps == 1 and net.scale.item() == 1.0
+    trainer = NADSNetTrainer(net, "cpu", lr=0.1)
+    with pytest.raises(NonFiniteLossError, match="heatmap") as raised:
+        trainer.train_step(TrainingBatch(*trainer_inputs(), label_keypoints=None, generated=None))
+    assert "heatmap" in raised.value.terms and net.scale.item() == 1.0  # no update
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
@@ -412,7 +418,7 @@ def test_pretrained_partial_state_dict_reports_what_did_not_load(tmp_path):
     torch.save(partial, path)
     torch.manual_seed(1)
     target = build_nadsnet({"image_size": SIZE})
-    log = train_module.Log(tmp_path)
+    log = RunLog(tmp_path / "nadsnet_log.txt")
     train_module.load_pretrained(target, path, log)
     text = (tmp_path / "nadsnet_log.txt").read_text()
     assert "missing" in text and "PAF_branch." in text and "WARNING" in text
@@ -420,5 +426,5 @@ def test_pretrained_partial_state_dict_reports_what_did_not_load(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in partial.items())
 
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(train_module.CheckpointError, match="nothing loaded"):
+    with pytest.raises(CheckpointError, match="nothing loaded"):
         train_module.load_pretrained(target, tmp_path / "other.pth", log)

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoints import CheckpointError, describe_mismatch, load_state_dict_file
+from common.checkpoints import describe_mismatch, load_state_dict_file
+from common.errors import CheckpointError
 from common.models.pvt import PyramidVisionTransformer
 
 StateDict = dict[str, torch.Tensor]

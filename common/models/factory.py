@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from common.checkpoints import CheckpointError, load_network_config, load_state_dict_file, load_weights_strict
+from common.checkpoints import load_network_config, load_state_dict_file, load_weights_strict
+from common.errors import CheckpointError
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, REFERENCE_IMAGE_SIZE, SEMANTIC_CHANNELS
 
 SEED_GENERATOR_CONFIG: dict[str, Any] = {
@@ -77,16 +78,18 @@ def discriminator_config(ndf: int, n_layers: int = 4, num_D: int = 2) -> dict[st
     return dict(SEED_DISCRIMINATOR_CONFIG, ndf=ndf, n_layers=n_layers, num_D=num_D)
 
 
-def _config_flags(config: dict[str, Any]) -> str:
-    """The command-line flags that build a network of this configuration (for error hints)."""
-    if config.get("network") == "SPADEGenerator":
-        return f"--ngf {config['ngf']} --image-size {config['crop_size']}"
-    if config.get("network") == "MultiscaleDiscriminator":
-        return f"--ndf {config['ndf']}"
-    if config.get("network") == "NADSNet":
-        background = " --include-background" if config.get("num_heatmaps") == NUM_KEYPOINTS + 1 else ""
-        return f"--image-size {config['image_size']}{background}"
-    return ""
+def describe_config(config: dict[str, Any]) -> str:
+    """A network configuration in words, for messages: 'ngf 8, 64 px, normal upsampling'.
+    (The scripts' own flag strings live with their options: gan.options, nadsnet_pvt.options.)"""
+    network = config.get("network")
+    if network == "SPADEGenerator":
+        size = f", {config['crop_size']} px" if config.get("crop_size") else ""
+        return f"ngf {config['ngf']}{size}, {config.get('num_upsampling_layers', 'normal')} upsampling"
+    if network == "MultiscaleDiscriminator":
+        return f"ndf {config['ndf']}, {config['n_layers']} layers, {config['num_D']} scales"
+    if network == "NADSNet":
+        return f"{config['image_size']} px, {config['num_heatmaps']} heatmaps"
+    return ", ".join(f"{key} {value}" for key, value in config.items())
 
 
 def infer_generator_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -117,38 +120,21 @@ def infer_discriminator_config(state_dict: dict[str, torch.Tensor]) -> dict[str,
 
 
 def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
-    """What a state dict holds, by its key names: 'a SPADE generator (--ngf 8)', 'a NADS-Net', ..."""
+    """What a state dict holds, by its key names: 'a SPADE generator (ngf 8)', 'a NADS-Net', ..."""
     if "fc.weight" in state_dict and any(key.startswith("head_0.") for key in state_dict):
-        return f"a SPADE generator (--ngf {infer_generator_config(state_dict)['ngf']})"
+        return f"a SPADE generator (ngf {infer_generator_config(state_dict)['ngf']})"
     if "discriminator_0.model0.0.weight" in state_dict:
-        return f"a multi-scale discriminator ({_config_flags(infer_discriminator_config(state_dict))})"
+        return f"a multi-scale discriminator ({describe_config(infer_discriminator_config(state_dict))})"
     if any(key.startswith(("PVT.", "FPN.", "keypoint_heatmap_branch.")) for key in state_dict):
         return "a NADS-Net"
     return f"an unknown network ({len(state_dict)} tensors, first key {next(iter(state_dict), 'none')!r})"
 
 
-def fitting_flags(kind: str, state_dict: dict[str, torch.Tensor], image_size: int | None = None) -> str:
-    """The command-line flags that build a network this state dict fits, for error messages:
-    kind 'generator' -> '--ngf 8' (+ ' --image-size S' when known), 'discriminator' -> '--ndf 4 ...'.
-    When the file holds another kind of network, says which."""
+def _held_config(infer, state_dict: dict[str, torch.Tensor]) -> str:
     try:
-        if kind == "generator":
-            config = infer_generator_config(state_dict)
-            flags = f"--ngf {config['ngf']}"
-            if config["num_upsampling_layers"] != "normal":
-                flags += f" --num-upsampling-layers {config['num_upsampling_layers']}"
-            return flags + (f" --image-size {image_size}" if image_size else "")
-        if kind == "discriminator":
-            config = infer_discriminator_config(state_dict)
-            flags = f"--ndf {config['ndf']}"
-            if config["n_layers"] != SEED_DISCRIMINATOR_CONFIG["n_layers"]:
-                flags += f" --n-layers-d {config['n_layers']}"
-            if config["num_D"] != SEED_DISCRIMINATOR_CONFIG["num_D"]:
-                flags += f" --num-d {config['num_D']}"
-            return flags
-    except CheckpointError:
-        return f"no {kind}: the file holds {describe_state_dict(state_dict)}"
-    return ""
+        return describe_config(infer(state_dict))
+    except CheckpointError as error:
+        return str(error)
 
 
 def _check_kind(path: str | Path, config: dict[str, Any], network: str, what: str, state_dict: dict[str, torch.Tensor]) -> None:
@@ -189,7 +175,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
         config = infer_generator_config(state_dict)
     _check_kind(path, config, "SPADEGenerator", "a SPADE generator", state_dict)
     net = build_generator(config)
-    load_weights_strict(net, state_dict, path, fitting_flags("generator", state_dict, config.get("crop_size")))
+    load_weights_strict(net, state_dict, path, "a generator with " + _held_config(infer_generator_config, state_dict))
     return net.to(device), config
 
 
@@ -213,5 +199,6 @@ def load_nadsnet(
             f"(use --image-size {config['image_size']}, or NADS-Net weights trained at {image_size} px)"
         )
     net = build_nadsnet(config)
-    load_weights_strict(net, state_dict, path, _config_flags(infer_nadsnet_config(state_dict, int(config["image_size"]))))
+    held = describe_config(infer_nadsnet_config(state_dict, int(config["image_size"])))
+    load_weights_strict(net, state_dict, path, f"a NADS-Net with {held}")
     return net.to(device), config

@@ -2,14 +2,15 @@
 
 GAN: adversarial (`GANLoss`), discriminator feature matching (`feature_matching_loss`),
 VGG19 perceptual (`VGGLoss`). NADS-Net: `dice_bce_loss` for the seatbelt mask and
-`nadsnet_loss` for a whole training step.
+`nadsnet_loss` for a whole training step; under DDP both take `reducer=global_sums` (see the
+DDP note above `dice_loss`).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -217,32 +218,115 @@ class VGGLoss(nn.Module):
 # NADS-Net
 
 
-def dice_loss(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+# Under DistributedDataParallel over P processes (local batches of B_j samples, global batch
+# B = sum_j B_j), DDP averages gradients: it follows (1/P) sum_j grad L_j. For this to be the
+# gradient of the global-batch loss L:
+# - a term that is a sum over samples divided by a global normaliser M (SSE / B: M = B;
+#   BCE mean: M = the global number of seatbelt pixels) must be, on process j,
+#       L_j = P * (local sum) / M,
+#   which is the local mean (today's code) exactly when all B_j are equal, and otherwise is not;
+# - the Dice term 1 - (2 I + 1) / (S_p + S_t + 1) is not a sum over samples: it must be
+#   computed on every process from the global sums I, S_p, S_t, through an all-reduce whose
+#   backward sums the gradients over the processes (`common.distributed_ops.global_sums`).
+# Passing `reducer=global_sums` does both: every sum (and the normalisers M) is reduced over
+# the processes, so each process's loss value equals the global-batch loss, and the reducer's
+# backward supplies the factor P of the first rule. Without a reducer nothing changes.
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _dice_from_sums(
+    intersection: torch.Tensor, pred_sum: torch.Tensor, target_sum: torch.Tensor, smooth: float
+) -> torch.Tensor:
+    return 1 - (2 * intersection + smooth) / (pred_sum + target_sum + smooth)
+
+
+def _reduce_scalars(reducer: Reducer, scalars: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The scalars, stacked in float64 (counts stay exact past 2**24), reduced by `reducer`.
+    (k,) float64."""
+    return reducer(torch.stack([s.double() for s in scalars]))
+
+
+def dice_loss(
+    pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, reducer: Reducer | None = None
+) -> torch.Tensor:
     """1 - (2 sum(p t) + smooth) / (sum p + sum t + smooth) over all elements. Scalar.
 
     pred: probabilities in [0, 1], target: {0, 1} (or soft), same number of elements.
+    reducer: None, or a differentiable sum over processes of a (3,) tensor (e.g.
+    `common.distributed_ops.global_sums`): the three sums are then those of the global batch
+    (see the DDP note above).
     """
     p = pred.reshape(-1).float()
     t = target.reshape(-1).float()
-    return 1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+    if reducer is None:
+        return _dice_from_sums((p * t).sum(), p.sum(), t.sum(), smooth)
+    intersection, pred_sum, target_sum = _reduce_scalars(reducer, [(p * t).sum(), p.sum(), t.sum()])
+    return _dice_from_sums(intersection, pred_sum, target_sum, smooth).float()
 
 
-def _dice_bce_parts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _seatbelt_local_sums(pred: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
+    """[BCE summed, sum(p t), sum p, sum t, number of values] of this process, float32 scalars."""
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        p = pred.reshape(-1).float()
+        t = target.reshape(-1).float()
+        bce_sum = F.binary_cross_entropy(p, t, reduction="sum")
+        return [bce_sum, (p * t).sum(), p.sum(), t.sum(), p.new_tensor(float(p.numel()))]
+
+
+def _dice_bce_from_sums(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(BCE mean, Dice loss), float32 scalars, from the five sums of `_seatbelt_local_sums`."""
+    bce_sum, intersection, pred_sum, target_sum, count = sums.unbind()
+    return (bce_sum / count).float(), _dice_from_sums(intersection, pred_sum, target_sum, 1.0).float()
+
+
+def _dice_bce_parts(
+    pred: torch.Tensor, target: torch.Tensor, reducer: Reducer | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(BCE, Dice loss) in float32 with autocast off (binary_cross_entropy is not autocast-safe)."""
+    if reducer is not None:
+        return _dice_bce_from_sums(_reduce_scalars(reducer, _seatbelt_local_sums(pred, target)))
     with torch.autocast(device_type=pred.device.type, enabled=False):
         p = pred.reshape(-1).float()
         t = target.reshape(-1).float()
         return F.binary_cross_entropy(p, t), dice_loss(p, t)
 
 
-def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor, reducer: Reducer | None = None) -> torch.Tensor:
     """BCE(p, t, mean) + Dice loss on the flattened tensors (SPEC 8). Scalar, float32.
 
     pred: probabilities in [0, 1] (the seatbelt head ends in (tanh + 1) / 2); target in [0, 1].
     The log terms are clamped at -100 inside F.binary_cross_entropy, as nn.BCELoss does.
+    reducer: None (this process's batch), or a differentiable sum over processes (e.g.
+    `common.distributed_ops.global_sums`): BCE and Dice of the global batch, one collective
+    (see the DDP note above).
     """
-    bce, dice = _dice_bce_parts(pred, target)
+    bce, dice = _dice_bce_parts(pred, target, reducer)
     return bce + dice
+
+
+def _global_nadsnet_terms(
+    pred_heatmaps: torch.Tensor,
+    pred_pafs: torch.Tensor,
+    pred_seatbelt: torch.Tensor | None,
+    heatmaps: torch.Tensor,
+    pafs: torch.Tensor,
+    seatbelt: torch.Tensor | None,
+    reducer: Reducer,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(SSE(heatmaps)/B, SSE(PAFs)/B, (BCE, Dice) or None) of the global batch, all from one
+    reduction of [SSE heatmaps, SSE PAFs, B, seatbelt sums...]."""
+    local = [
+        F.mse_loss(pred_heatmaps, heatmaps, reduction="sum"),
+        F.mse_loss(pred_pafs, pafs, reduction="sum"),
+        heatmaps.new_tensor(float(heatmaps.shape[0])),
+    ]
+    if pred_seatbelt is not None:
+        local += _seatbelt_local_sums(pred_seatbelt, seatbelt)
+    sums = _reduce_scalars(reducer, local)
+    dtype = local[0].dtype
+    heatmap_loss, paf_loss = (sums[0] / sums[2]).to(dtype), (sums[1] / sums[2]).to(dtype)
+    seatbelt_parts = None if pred_seatbelt is None else _dice_bce_from_sums(sums[3:])
+    return heatmap_loss, paf_loss, seatbelt_parts
 
 
 def nadsnet_loss(
@@ -253,6 +337,7 @@ def nadsnet_loss(
     pafs: torch.Tensor,
     seatbelt: torch.Tensor | None,
     seatbelt_weight: float = 500.0,
+    reducer: Reducer | None = None,
 ) -> dict[str, torch.Tensor]:
     """NADS-Net training loss (SPEC 8): SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt).
 
@@ -260,20 +345,33 @@ def nadsnet_loss(
     Returns scalars: 'total', 'heatmap' (SSE/B), 'paf' (SSE/B) and, when pred_seatbelt is
     given, 'seatbelt' (the unweighted Dice-BCE) and 'dice' (its Dice-loss part). Without a
     seatbelt head (pred_seatbelt None) the seatbelt term is absent from 'total' and the dict.
+
+    reducer: None (this process's batch), or a differentiable sum over processes (e.g.
+    `common.distributed_ops.global_sums`; one collective per call): every term is then that
+    of the global batch (B the global batch size), the same value on every process, and DDP's
+    gradient average is the global batch's gradient, for unequal local batches too (see the
+    DDP note above). Without a reducer under DDP, SSE/B and BCE are right only for equal local
+    batches and the Dice term never is.
     """
     if pred_heatmaps.shape != heatmaps.shape or pred_pafs.shape != pafs.shape:
         raise ValueError(
             f"prediction/target shapes differ: heatmaps {tuple(pred_heatmaps.shape)} vs {tuple(heatmaps.shape)}, "
             f"PAFs {tuple(pred_pafs.shape)} vs {tuple(pafs.shape)}"
         )
-    batch = heatmaps.shape[0]
-    heatmap_loss = F.mse_loss(pred_heatmaps, heatmaps, reduction="sum") / batch
-    paf_loss = F.mse_loss(pred_pafs, pafs, reduction="sum") / batch
-    if pred_seatbelt is None:
-        return {"total": heatmap_loss + paf_loss, "heatmap": heatmap_loss, "paf": paf_loss}
-    if seatbelt is None:
+    if pred_seatbelt is not None and seatbelt is None:
         raise ValueError("pred_seatbelt given but no seatbelt target")
-    bce, dice = _dice_bce_parts(pred_seatbelt, seatbelt)
+    if reducer is None:
+        batch = heatmaps.shape[0]
+        heatmap_loss = F.mse_loss(pred_heatmaps, heatmaps, reduction="sum") / batch
+        paf_loss = F.mse_loss(pred_pafs, pafs, reduction="sum") / batch
+        seatbelt_parts = None if pred_seatbelt is None else _dice_bce_parts(pred_seatbelt, seatbelt)
+    else:
+        heatmap_loss, paf_loss, seatbelt_parts = _global_nadsnet_terms(
+            pred_heatmaps, pred_pafs, pred_seatbelt, heatmaps, pafs, seatbelt, reducer
+        )
+    if seatbelt_parts is None:
+        return {"total": heatmap_loss + paf_loss, "heatmap": heatmap_loss, "paf": paf_loss}
+    bce, dice = seatbelt_parts
     seatbelt_loss = bce + dice
     return {
         "total": heatmap_loss + paf_loss + seatbelt_weight * seatbelt_loss,

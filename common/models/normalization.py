@@ -8,19 +8,23 @@ segmentation map (here: the 26-channel pose map, SPEC 7):
 
 The batch norm is a plain `nn.BatchNorm2d(affine=False)` so that the state_dict keys are
 `param_free_norm.running_mean/running_var/num_batches_tracked`, exactly as the seed saved
-them. Under DDP, `convert_sync_norms` turns it into `nn.SyncBatchNorm` with the same keys.
+them. Under DDP, `convert_batch_norms_for_distributed` turns it into `nn.SyncBatchNorm`
+(NCCL) or `common.distributed_ops.DistributedBatchNorm2d` (gloo, CPU) with the same keys.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
+
+from common.distributed_ops import DistributedBatchNorm2d
 
 SPADE_HIDDEN_CHANNELS = 128
 _RUNNING_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -59,13 +63,82 @@ class SPADE(nn.Module):
         return normalized * (1 + gamma) + beta
 
 
+def normalised_map_areas(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> dict[str, int]:
+    """The smallest map (H x W values per channel and sample) that the batch norms and the
+    instance norms of a network see, for one input of `input_shape` (C, H, W).
+
+    `build()` constructs the network; it is built and run on the meta device (shapes only:
+    no memory, no arithmetic). A batch norm in training mode needs more than one value per
+    channel over the batch (batch x area > 1), an instance norm more than one per sample
+    (area > 1): the options that set sizes are checked against these numbers.
+    Returns {'batch_norm': area or 0 if none, 'instance_norm': area or 0 if none}.
+    """
+    with torch.device("meta"):
+        network = build()
+    smallest = {"batch_norm": 0, "instance_norm": 0}
+
+    def remember(kind: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            area = int(inputs[0].shape[-2] * inputs[0].shape[-1])
+            smallest[kind] = area if smallest[kind] == 0 else min(smallest[kind], area)
+
+        return hook
+
+    for module in network.modules():
+        if isinstance(module, _BatchNorm):
+            module.register_forward_pre_hook(remember("batch_norm"))
+        elif isinstance(module, nn.InstanceNorm2d):
+            module.register_forward_pre_hook(remember("instance_norm"))
+    network.eval()  # eval mode skips the batch-size check, so every layer is reached
+    try:
+        with torch.no_grad():
+            network(torch.empty((1,) + tuple(input_shape), device="meta"))
+    except ValueError:
+        pass  # an instance norm refused a 1 x 1 map: the hook recorded it before it ran
+    return smallest
+
+
+def convert_batch_norms_for_distributed(
+    module: nn.Module, backend: str | None = None, process_group: dist.ProcessGroup | None = None
+) -> nn.Module:
+    """Replace every batch norm in `module` by one that synchronises its statistics over the
+    processes of `process_group` (None: the default group); state_dict keys are unchanged.
+
+    backend 'nccl': `nn.SyncBatchNorm` (CUDA tensors only), for every _BatchNorm. Any other
+    backend ('gloo', ...): `DistributedBatchNorm2d`, for every nn.BatchNorm2d (runs wherever
+    all_reduce does, CPU included). None: the backend of the initialised process group.
+    The new layers hold the old ones' parameters and running buffers (the same tensors) and
+    training mode. Outside a process group both behave like nn.BatchNorm2d. Returns the
+    converted module (a new object only when `module` itself is a batch norm).
+    """
+    if backend is None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("no process group is initialised: pass the backend ('nccl' or 'gloo')")
+        backend = dist.get_backend(process_group)
+    if str(backend).lower() == "nccl":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    return _to_distributed_batch_norms(module, process_group)
+
+
+def _to_distributed_batch_norms(module: nn.Module, process_group: dist.ProcessGroup | None) -> nn.Module:
+    """`module` with every nn.BatchNorm2d below it (or itself) made a DistributedBatchNorm2d."""
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, DistributedBatchNorm2d):
+        return DistributedBatchNorm2d.from_batch_norm(module, process_group)
+    for name, child in module.named_children():
+        converted = _to_distributed_batch_norms(child, process_group)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
+
+
 def convert_sync_norms(module: nn.Module, process_group=None) -> nn.Module:
-    """Replace every batch norm in `module` by `nn.SyncBatchNorm` (for DDP); keys are unchanged.
+    """Replace every batch norm in `module` by `nn.SyncBatchNorm` (for DDP on NCCL); keys are
+    unchanged. `convert_batch_norms_for_distributed(module, "nccl", process_group)`.
 
     On one device, or outside a process group, SyncBatchNorm behaves like BatchNorm2d.
     Returns the converted module (the same object when `module` itself is not a batch norm).
     """
-    return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    return convert_batch_norms_for_distributed(module, "nccl", process_group)
 
 
 def _spectral_norm_layers(module: nn.Module) -> Iterator[tuple[str, nn.Module, SpectralNorm]]:

@@ -1,0 +1,63 @@
+"""What a NADS-Net run saves beside its training state (common.run).
+
+- `nadsnet_best.pth` (+ `nadsnet_best.json`, its configuration): a plain state dict, written
+  when an epoch's validation loss is the lowest so far (SPEC 9); `train_gan.py` uses it for
+  its guidance by default;
+- the page `web/nadsnet.html`.
+The state's part: the network, the optimiser and scheduler, the best loss so far and the page.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from common.checkpoints import load_weights_strict, save_network
+from common.errors import CheckpointError
+from common.run import Progress
+from nadsnet_pvt.options import nadsnet_flags
+from nadsnet_pvt.trainer import NADSNetTrainer
+from nadsnet_pvt.visualizer import NADSNetVisualizer
+
+BEST_WEIGHTS = "nadsnet_best.pth"
+
+
+class NADSNetCheckpoint:
+    """NADS-Net's part of a save (the `Checkpoint` of common.run), and the best so far."""
+
+    def __init__(self, net: nn.Module, config: dict[str, Any], trainer: NADSNetTrainer, visualizer: NADSNetVisualizer):
+        self.net, self.config, self.trainer, self.visualizer = net, config, trainer, visualizer
+        self.best_loss = math.inf
+        self.best_epoch = 0
+
+    def is_best(self, epoch: int, validation_loss: float) -> bool:
+        """Record an epoch's validation loss; True when it is the lowest so far."""
+        if not validation_loss < self.best_loss:
+            return False
+        self.best_loss, self.best_epoch = validation_loss, epoch
+        return True
+
+    def save_best(self, directory: Path) -> Path:
+        return save_network(self.net, directory / BEST_WEIGHTS, self.config)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"nadsnet": self.net.state_dict(), "nadsnet_config": self.config, "trainer": self.trainer.state_dict(),
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "visualizer": self.visualizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        load_weights_strict(self.net, state["nadsnet"], f"{source} (NADS-Net)", nadsnet_flags(state["nadsnet_config"]))
+        try:
+            self.trainer.load_state_dict(state["trainer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"{source}: the optimiser or scheduler state does not fit this run ({error})") from None
+        self.best_loss, self.best_epoch = float(state["best_loss"]), int(state["best_epoch"])
+        self.visualizer.load_state_dict(state.get("visualizer", {}))
+
+    def write_files(self, directory: Path, epoch_label: str | None, progress: Progress) -> None:
+        """Nothing beside the state: the best weights are written when they improve."""
+
+    def write_pages(self, running: bool) -> None:
+        self.visualizer.write_page(running=running)

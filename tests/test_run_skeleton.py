@@ -1,0 +1,230 @@
+"""The run skeleton both trainings share (common.run): stop requests sent to the whole job,
+one run per folder, bounded pictures and checkpoints, provenance and format, bad options.
+
+Stop requests are tested as a scheduler sends them: the training runs in a new session
+(its own process group, 2 loader workers) and the whole group gets the signal with killpg, at
+a chosen moment (start-up, an iteration, validation). The moment is chosen inside the child:
+a small wrapper replaces one function of the training by one that signals its own group and
+then carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoints import load_file
+from common.files import save_atomic
+from common.run_folder import LOCK_NAME
+from common.visualize import Gallery, GalleryEntry, save_png
+from conftest import SINGLE_THREAD_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def gan_argv(data, checkpoints: Path, *extra: str) -> list[str]:
+    return ["--train-annotations", str(data.annotation_file), "--images-dir", str(data.images_dir),
+            "--masks-dir", str(data.masks_dir), "--checkpoints-dir", str(checkpoints), "--preset", "cpu",
+            "--image-size", "32", "--ngf", "4", "--ndf", "4", "--batch-size", "2", "--niter", "2", "--niter-decay", "0",
+            "--num-workers", "2", "--print-freq", "1", "--display-freq", "0", "--save-latest-freq", "0",
+            "--save-epoch-freq", "100", "--no-vgg-loss", "--nadsnet-weights", "none", "--no-html", *extra]
+
+
+def nadsnet_argv(data, checkpoints: Path, *extra: str) -> list[str]:
+    return ["--train-annotations", str(data.annotation_file), "--valid-annotations", str(data.annotation_file),
+            "--images-dir", str(data.images_dir), "--masks-dir", str(data.masks_dir),
+            "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--image-size", "32", "--batch-size", "2",
+            "--epochs", "2", "--num-workers", "2", "--gan-fraction", "0", "--arm-augment", "none",
+            "--save-latest-freq", "0", "--display-samples", "0", "--no-html", *extra]
+
+
+# The child: install the stop handler first (as the scripts do), replace `target` by a function
+# that signals the child's whole process group on its `call`-th call, then run the script's main.
+CHILD = textwrap.dedent('''
+    import importlib, os, signal, sys
+    sys.path.insert(0, {root!r})
+    from common.stopping import STOP
+    STOP.install()
+    module_name, owner_name, attribute = {target!r}
+    owner = importlib.import_module(module_name)
+    if owner_name:
+        owner = getattr(owner, owner_name)
+    original = getattr(owner, attribute)
+    calls = [0]
+    def signalling(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == {call}:
+            os.killpg(os.getpgid(0), signal.{signal_name})
+        return original(*args, **kwargs)
+    setattr(owner, attribute, signalling)
+    script = importlib.import_module({script!r})
+    sys.exit(script.main({argv!r}))
+''')
+
+
+def start_child(script: str, argv: list[str], target: tuple[str, str, str], call: int, signal_name: str) -> subprocess.Popen:
+    code = CHILD.format(root=str(ROOT), target=target, call=call, signal_name=signal_name, script=script, argv=argv)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=SINGLE_THREAD_ENV, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_stop_requests_sent_to_the_whole_process_group(tiny_dataset_dir, tmp_path):
+    """SIGTERM / SIGINT to the job's process group (the loader workers get it too), during
+    start-up, an iteration or validation: one message, the last complete state saved (nothing
+    written before the first iteration), exit 143 / 130, no traceback."""
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)
+    cases = {
+        # name: (script, argv, function to signal in, call, signal, exit code, iterations saved or None)
+        "gan start-up": ("gan.train", gan_argv, ("gan.train", "", "build_model"), 1, "SIGTERM", 143, None),
+        "gan iteration": ("gan.train", gan_argv, ("gan.trainer", "GANTrainer", "step"), 2, "SIGTERM", 143, 2),
+        "gan ctrl-c": ("gan.train", gan_argv, ("gan.trainer", "GANTrainer", "step"), 4, "SIGINT", 130, 4),
+        "nadsnet iteration": ("nadsnet_pvt.train", nadsnet_argv, ("nadsnet_pvt.trainer", "NADSNetTrainer", "train_step"),
+                              2, "SIGTERM", 143, 2),
+        "nadsnet validation": ("nadsnet_pvt.train", nadsnet_argv, ("nadsnet_pvt.metrics", "ValidationMetrics", "update"),
+                               2, "SIGTERM", 143, 3),
+    }
+    children = {}
+    for name, (script, argv, target, call, signal_name, _, _) in cases.items():
+        directory = tmp_path / name.replace(" ", "_")
+        children[name] = (directory, start_child(script, argv(data, directory), target, call, signal_name))
+    for name, (directory, child) in children.items():
+        out, err = child.communicate(timeout=240)
+        signal_name, code, iterations = cases[name][4:]
+        assert child.returncode == code, (name, out, err)
+        assert "Traceback" not in err and "killed by signal" not in err, (name, err)
+        assert err.count(f"{signal_name} received") == 1, (name, err)  # one message, not one per process
+        if iterations is None:
+            assert "before training starts" in err and "nothing was written" in out
+            assert not directory.exists(), name  # nothing written, not even the folder
+            continue
+        state = load_file(directory / ("gan_train_state.pth" if name.startswith("gan") else "nadsnet_train_state.pth"))
+        assert state["progress"]["total_iterations"] == iterations, name
+        assert f"interrupted ({signal_name}): saved the state" in out and "--continue-train" in out
+        assert (directory / LOCK_NAME).read_text() == ""  # released
+    validation = load_file(tmp_path / "nadsnet_validation" / "nadsnet_train_state.pth")["progress"]
+    assert (validation["epoch"], validation["epoch_batches"]) == (2, 0)  # the epoch's validation finished first
+
+
+def test_two_runs_started_at_the_same_moment_on_one_folder(tiny_dataset_dir, tmp_path):
+    """Exactly one trains; the other is refused before writing anything, naming the first."""
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)
+    folder = tmp_path / "shared"
+    argv = [sys.executable, "train_gan.py", *gan_argv(data, folder, "--niter", "6", "--num-workers", "0")]
+    runs = [subprocess.Popen(argv, cwd=ROOT, env=SINGLE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    results = [(run.pid, *run.communicate(timeout=240), run.returncode) for run in runs]
+    codes = sorted(code for _, _, _, code in results)
+    assert codes == [0, 1], results
+    (winner, _, _, _), (_, _, refused_err, _) = sorted(results, key=lambda result: result[3])
+    line = refused_err.strip().splitlines()[-1]
+    assert f"is in use by another run (pid {winner} on " in line and "since 20" in line
+    iterations = [int(l.split("iters: ")[1].split(",")[0]) for l in (folder / "loss_log.txt").read_text().splitlines()]
+    assert iterations == list(range(1, 19))  # one run's lines, each once
+
+
+def test_stale_lock_is_taken_over_and_a_foreign_host_lock_refused(tiny_dataset_dir, tmp_path, capsys):
+    from gan.train import main
+
+    data = tiny_dataset_dir(num_images=4, width=96, height=80)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": gone.pid, "host": os.uname().nodename, "since": "yesterday"}))
+    assert main(gan_argv(data, folder, "--niter", "1", "--num-workers", "0")) == 0
+    out = capsys.readouterr().out
+    assert f"took over the lock of a run that did not end cleanly (pid {gone.pid}" in out
+    assert (folder / LOCK_NAME).read_text() == ""
+
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "today"}))
+    assert main(gan_argv(data, folder, "--niter", "1", "--num-workers", "0", "--continue-train")) == 1
+    err = capsys.readouterr().err
+    assert "locked by a run on another host (pid 1 on elsewhere" in err and f"delete {folder / LOCK_NAME}" in err
+
+
+def test_gallery_keeps_pictures_page_and_state_bounded(tmp_path):
+    gallery = Gallery(tmp_path / "web", "index.html", recent=4, epochs_per_page=3)
+    picture = np.zeros((4, 4, 3), np.uint8)
+    for step in range(1, 101):  # 10 epochs of 10 display steps
+        epoch = 1 + (step - 1) // 10
+        name = f"e{epoch}_s{step}.png"
+        save_png(gallery.image_dir / name, picture)
+        gallery.add(GalleryEntry(epoch, step, f"step {step}", [(name, "x")]))
+    kept = sorted(path.name for path in gallery.image_dir.iterdir())
+    epoch_lasts = {f"e{e}_s{10 * e}.png" for e in range(1, 11)}
+    recent = {f"e10_s{s}.png" for s in range(97, 101)}
+    assert set(kept) == epoch_lasts | recent  # 4 recent + one per epoch, the rest deleted
+    state = gallery.state_dict()
+    assert len(state["recent"]) == 4 and len(state["epoch_last"]) <= 3 and state["archived_blocks"] == 3
+    assert len(gallery.sections()) <= 4 + 3
+    for block in range(3):
+        archive = (tmp_path / "web" / gallery.archive_name(block)).read_text()
+        assert all(f"e{e}_s{10 * e}.png" in archive for e in range(3 * block + 1, 3 * block + 4))
+    restored = Gallery(tmp_path / "web", "index.html", recent=4, epochs_per_page=3)
+    restored.load_state_dict(json.loads(json.dumps(state)))
+    assert [s.heading for s in restored.sections()] == [s.heading for s in gallery.sections()]
+
+
+def test_keep_epoch_checkpoints_provenance_and_state_format(tiny_dataset_dir, tmp_path, capsys):
+    from gan.train import main
+
+    data = tiny_dataset_dir(num_images=4, width=96, height=80)
+    folder = tmp_path / "run"
+    assert main(gan_argv(data, folder, "--niter", "4", "--num-workers", "0", "--save-epoch-freq", "1",
+                         "--keep-epoch-checkpoints", "2")) == 0
+    assert sorted(p.name for p in folder.glob("*_net_G.*")) == ["3_net_G.json", "3_net_G.pth", "4_net_G.json",
+                                                               "4_net_G.pth", "latest_net_G.json", "latest_net_G.pth"]
+    options_text = (folder / "opt.txt").read_text()
+    state = load_file(folder / "gan_train_state.pth")
+    for key in ("project_commit", "torch", "python"):
+        assert key in options_text and state["provenance"][key]
+    assert state["provenance"]["torch"] == str(torch.__version__)
+
+    state["format"] = "pose-gan-train-state/1"
+    save_atomic(state, folder / "gan_train_state.pth")
+    capsys.readouterr()
+    assert main(gan_argv(data, folder, "--niter", "4", "--num-workers", "0", "--continue-train")) == 1
+    assert "is not a GAN training state of this version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, flags, fragment", [
+    ("gan", ("--seed", "-3"), "--seed: expected a seed from 0 to"),
+    ("gan", ("--image-size", "32", "--batch-size", "1"), "a batch needs at least 2 samples"),
+    ("gan", ("--image-size", "50"), "expected a multiple of 32"),
+    ("gan", ("--batch-size", "0"), "expected a whole number >= 1"),
+    ("gan", ("--lr", "0"), "expected a number > 0"),
+    ("gan", ("--beta1", "1.5"), "from 0 to below 1"),
+    ("gan", ("--num-workers", "-1"), "expected a whole number >= 0"),
+    ("gan", ("--niter", "0", "--niter-decay", "0"), "at least one epoch"),
+    ("gan", ("--gan-device", "cuda:3"), "--gan-device cuda:3"),
+    ("gan", ("--num-upsampling-layers", "most", "--image-size", "96"), "needs a multiple of 128"),
+    ("nadsnet", ("--image-size", "32", "--batch-size", "2", "--gan-fraction", "0.5"), "single generated sample"),
+    ("nadsnet", ("--gan-fraction", "2"), "from 0 to 1"),
+    ("nadsnet", ("--display-samples", "-1"), "expected a whole number >= 0"),
+])
+def test_bad_options_are_one_line_exit_2_and_write_nothing(tiny_dataset_dir, tmp_path, capsys, script, flags, fragment):
+    data = tiny_dataset_dir(num_images=4, width=96, height=80)
+    folder = tmp_path / "run"
+    if script == "gan":
+        from gan.train import main
+
+        argv = gan_argv(data, folder, "--num-workers", "0", *flags)
+    else:
+        from nadsnet_pvt.train import main
+
+        argv = nadsnet_argv(data, folder, "--num-workers", "0", *flags)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert "Traceback" not in err and not folder.exists()
