@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="data_sample", help="data: dataset directory in the seed's layout")
     parser.add_argument("--gan-fraction", type=float, default=0.5, help="nadsnet-step: share of each batch generated")
     parser.add_argument("--reuse-fake", action="store_true", help="gan-iteration: D step reuses the G step's fake")
+    parser.add_argument("--lean-memory", action="store_true", help="gan-iteration: as train_gan.py --lean-memory")
     parser.add_argument("--checkpoint-generator", action="store_true",
                         help="gan-iteration: activation checkpointing of the generator's blocks")
     parser.add_argument("--steps", type=int, default=5000, help="page: display steps")

@@ -11,7 +11,7 @@ hinge GAN loss, discriminator feature matching, VGG19 perceptual loss with rando
 One iteration = `model.prepare_batch` (label maps rendered on the GAN's device from a
 synthetic batch: two seated people, a seatbelt band, random images in [-1, 1]) +
 `trainer.generator_step` + `trainer.discriminator_step`, the body of gan/train.py's loop.
-As in `gan.train.train`, for CPU runs at 256 px and more glibc's allocator is first told to
+With --lean-memory, as in a training run with that option, glibc's allocator is first told to
 return freed blocks of 1 MiB and more to the OS (`common.devices.tune_allocator_for`). The warm-up iteration is FLOP-counted per step (`gflops_generator_step`,
 `gflops_discriminator_step`).
 """
@@ -72,6 +72,8 @@ def training_options(args: argparse.Namespace, directory: Path) -> argparse.Name
         argv.append("--reuse-fake")
     if args.checkpoint_generator:
         argv.append("--checkpoint-generator")
+    if args.lean_memory:
+        argv.append("--lean-memory")
     options, _ = parse_options(argv, gpu_available=torch.cuda.is_available())
     return options
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="gan_iteration_") as tmp, quiet_stdout():
         options = training_options(args, Path(tmp))
         gan_device, nadsnet_device = resolve_devices(options.gan_device, options.nadsnet_device)
-        allocator_tuned = tune_allocator_for(options.image_size, gan_device)  # as gan.train.train does
+        allocator_tuned = tune_allocator_for(options.lean_memory, gan_device)  # as gan.train.train does
         if gan_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as gan/train.py
         model, _ = build_model(options, Placement(gan_device, nadsnet_device), StderrLog())
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     name = "gan-iteration" + (" reuse-fake" if options.reuse_fake else "") + (
         " checkpoint-generator" if options.checkpoint_generator else ""
-    ) + (f" amp {options.amp}" if options.amp != "off" else "")
+    ) + (f" amp {options.amp}" if options.amp != "off" else "") + (" lean-memory" if options.lean_memory else "")
     row = measurement_row(
         name,
         times,

@@ -71,16 +71,14 @@ class Placement:
     nadsnet: torch.device
 
 
-def place_networks(options: Any, log: Any, image_size: int, generator_used: bool = True,
-                   tune_allocator: bool = True) -> Placement:
+def place_networks(options: Any, log: Any, generator_used: bool = True) -> Placement:
     """The run's devices from --gan-device / --nadsnet-device and the GPUs present, said in
-    one line; cuDNN autotuning on GPUs; on the CPU, the allocator tuning of large runs."""
+    one line; cuDNN autotuning on GPUs; on the CPU, --lean-memory."""
     gan, nadsnet = resolve_devices(options.gan_device, options.nadsnet_device)
     log.info(describe_placement(gan, nadsnet) if generator_used else f"devices: NADS-Net on {nadsnet}")
     if "cuda" in (gan.type, nadsnet.type):
         torch.backends.cudnn.benchmark = True
-    if tune_allocator:
-        tune_allocator_for(image_size, gan)
+    tune_allocator_for(getattr(options, "lean_memory", False), gan)
     return Placement(gan, nadsnet)
 
 
@@ -125,15 +123,10 @@ def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bo
     return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))
 
 
-# From this input size on, a CPU run's peak memory is dominated by activations of tens of MB,
-# and handing them back to the OS is worth its page faults. Below it, activations are small,
-# memory is no concern, and the page faults would cost up to 40 % of the run time (measured at
-# 64 px: 136 s system time in a 182 s cpu-preset run).
-LARGE_IMAGE_SIZE = 256
-
-
-def tune_allocator_for(image_size: int, device: torch.device) -> bool:
-    """Call return_freed_memory_to_os() for CPU runs at LARGE_IMAGE_SIZE px and more."""
-    if device.type == "cpu" and image_size >= LARGE_IMAGE_SIZE:
+def tune_allocator_for(lean_memory: bool, device: torch.device) -> bool:
+    """--lean-memory on a CPU run: return_freed_memory_to_os(). Off by default: at 384 px it
+    lowers the GAN iteration's peak resident memory by about 10 % and costs about 10 % of its
+    time in page faults (benchmarks/README.md)."""
+    if lean_memory and device.type == "cpu":
         return return_freed_memory_to_os()
     return False

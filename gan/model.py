@@ -226,11 +226,11 @@ class GANModel(nn.Module):
             target = self.nadsnet(self._for_pretrained(real).to(device))
         prediction = self.nadsnet(fake_in)
         losses = {
-            "heatmap": F.mse_loss(prediction[0].float(), target[0].float()) * self.weights.heatmap,
-            "paf": F.mse_loss(prediction[1].float(), target[1].float()) * self.weights.paf,
+            "heatmap": F.mse_loss(prediction.heatmaps.float(), target.heatmaps.float()) * self.weights.heatmap,
+            "paf": F.mse_loss(prediction.pafs.float(), target.pafs.float()) * self.weights.paf,
         }
-        if len(prediction) > 2:
-            losses["seatbelt"] = dice_bce_loss(prediction[2].float(), target[2].float()) * self.weights.seatbelt
+        if prediction.seatbelt is not None:
+            losses["seatbelt"] = dice_bce_loss(prediction.seatbelt.float(), target.seatbelt.float()) * self.weights.seatbelt
         return {name: value.to(self.gan_device) for name, value in losses.items()}
 
     # ------------------------------------------------------------------ D step

@@ -45,7 +45,7 @@ TRAIN_STATE = SPEC.state_file
 def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
     """Run the whole training; returns the model (its networks hold the final weights)."""
     run = Run(options, SPEC, messages)
-    devices = place_networks(options, run.log, image_size=options.image_size)
+    devices = place_networks(options, run.log)
     loader = build_loader(options, load_training_data(options, run.log), devices.gan, run.log)
     run.check_stop()
     model, configs = build_model(options, devices, run.log)

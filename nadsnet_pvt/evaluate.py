@@ -35,6 +35,7 @@ from common.files import write_text_atomic
 from common.maps import nadsnet_targets
 from common.models.factory import load_nadsnet
 from common.models.losses import nadsnet_loss
+from common.models.nadsnet import NADSNetOutput
 from common.options import image_size_value, non_negative_int, positive_int
 from common.pose import NUM_KEYPOINTS
 from nadsnet_pvt.metrics import ValidationMetrics, format_keypoint_table, format_overall
@@ -63,13 +64,12 @@ class Evaluation:
     samples: int
 
 
-def predict(net: nn.Module, images: torch.Tensor, device: torch.device, amp: str = "off") -> tuple:
-    """NADS-Net's outputs in float32: (heatmaps (B, C, S/4, S/4), pafs (B, 16, S/4, S/4),
-    seatbelt (B, 1, S, S) in [0, 1], or None for a network without a seatbelt head)."""
+def predict(net: nn.Module, images: torch.Tensor, device: torch.device, amp: str = "off") -> NADSNetOutput:
+    """NADS-Net's outputs in float32 (forward under `amp` autocast): heatmaps (B, C, S/4, S/4),
+    pafs (B, 16, S/4, S/4), seatbelt (B, 1, S, S) in [0, 1] or None without a seatbelt head."""
     with autocast_context(device, amp):
-        out = net(images)
-    seatbelt = out[2] if len(out) > 2 and out[2] is not None else None
-    return out[0].float(), out[1].float(), None if seatbelt is None else seatbelt.float()
+        out = NADSNetOutput(*net(images))
+    return NADSNetOutput(*(None if value is None else value.float() for value in out))
 
 
 @torch.no_grad()
@@ -109,10 +109,10 @@ def evaluate(
             keypoints = batch["keypoints"].to(device, non_blocking=True)
             heatmaps, pafs = nadsnet_targets(keypoints, image_size, include_background)
             predictions = predict(net, images, device, amp)
-            losses = nadsnet_loss(predictions[0], predictions[1], predictions[2], heatmaps, pafs, seatbelt)
+            losses = nadsnet_loss(predictions.heatmaps, predictions.pafs, predictions.seatbelt, heatmaps, pafs, seatbelt)
             weighted = torch.stack(list(losses.values())).to(metrics.counts()) * images.shape[0]
             names, loss_sums = list(losses), weighted if loss_sums is None else loss_sums + weighted
-            metrics.update(predictions[0], keypoints, predictions[2], seatbelt)
+            metrics.update(predictions.heatmaps, keypoints, predictions.seatbelt, seatbelt)
             if on_batch is not None:
                 on_batch(batch, images, predictions)
     finally:

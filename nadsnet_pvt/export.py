@@ -43,7 +43,7 @@ from common.cli import OneLineParser, run_script
 from common.errors import CheckpointError, OptionError, first_line
 from common.files import write_atomic
 from common.models.factory import load_nadsnet
-from common.pose import check_image_size
+from common.options import image_size_value
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; lower ones go through a version converter
 # PVT's LayerNorms export as LayerNormalization, an op since opset 17; the version converter
@@ -69,14 +69,7 @@ class _TupleOutputs(nn.Module):
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.net(image))
-
-
-def _image_size_option(text: str) -> int:
-    try:
-        return check_image_size(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32, got {text!r}") from None
+        return tuple(output for output in self.net(image) if output is not None)
 
 
 def _opset_option(text: str) -> int:
@@ -96,7 +89,7 @@ def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog=_PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, required=True, help="NADS-Net weights (this project's .pth with its .json, or the seed's)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--image-size", type=_image_size_option, default=None, help="input size S (default: the network's)")
+    parser.add_argument("--image-size", type=image_size_value, default=None, help="input size S (default: the network's)")
     parser.add_argument("--opset", type=_opset_option, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     return parser.parse_args(argv)
 

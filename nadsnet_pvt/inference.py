@@ -264,6 +264,6 @@ def predict_people(
         net.train(was_training)
     # One transfer per map for the whole batch; grouping runs on the CPU.
     heatmaps, pafs = outputs[0].float().cpu(), outputs[1].float().cpu()
-    seatbelt = outputs[2].float().cpu() if len(outputs) > 2 else None
+    seatbelt = outputs[2].float().cpu() if len(outputs) > 2 and outputs[2] is not None else None
     people = [group_people(heatmaps[i], pafs[i], image_size, **grouping) for i in range(len(heatmaps))]
     return people, seatbelt

@@ -47,7 +47,7 @@ from common.devices import parse_device
 from common.errors import CheckpointError, OptionError
 from common.files import write_text_atomic
 from common.models.factory import load_nadsnet
-from common.pose import check_image_size
+from common.options import image_size_value, positive_int
 from common.visualize import draw_skeleton, overlay_mask, save_png
 from nadsnet_pvt.inference import People, predict_people
 
@@ -60,30 +60,13 @@ FOUND, NOT_FOUND = 2, 0  # the seed's visibility flags: 2 visible, 0 not labelle
 PROG = "python -m nadsnet_pvt.predict"
 
 
-def _image_size_option(text: str) -> int:
-    try:
-        return check_image_size(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, required=True, help="NADS-Net weights (this project's .pth with its .json, or the seed's)")
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="folders (searched recursively) and/or image files")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    parser.add_argument("--image-size", type=_image_size_option, default=None, help="network input size S (default: the network's)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="frames per forward pass (default 8)")
+    parser.add_argument("--image-size", type=image_size_value, default=None, help="network input size S (default: the network's)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default 8)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     return parser.parse_args(argv)
 

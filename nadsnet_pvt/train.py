@@ -51,8 +51,7 @@ METRIC_NAMES = ("pck5", "pck10", "pckt", "pckt_arms", "seatbelt_iou", "seatbelt_
 def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Module:
     """Run the whole training; returns NADS-Net with its final weights."""
     run = Run(options, SPEC, messages)
-    devices = place_networks(options, run.log, options.image_size, generator_used=options.gan_fraction > 0,
-                             tune_allocator=False)
+    devices = place_networks(options, run.log, generator_used=options.gan_fraction > 0)
     train_loader, valid_loader = build_loaders(options, *load_datasets(options, run.log), devices.nadsnet)
     run.check_stop()
     net, config = build_network(options, devices.nadsnet, run.log)
@@ -129,9 +128,9 @@ def picture_taker(visualizer: NADSNetVisualizer, epoch: int, options: argparse.N
         count = min(images.shape[0], options.display_samples - shown[0])
         if count <= 0 or not visualizer.enabled:
             return
-        seatbelt = None if predictions[2] is None else predictions[2][:count]
+        seatbelt = None if predictions.seatbelt is None else predictions.seatbelt[:count]
         visualizer.validation_samples(epoch, images[:count], batch["keypoints"][:count], batch["seatbelt"][:count],
-                                      predictions[0][:count], seatbelt, batch["image_id"][:count])
+                                      predictions.heatmaps[:count], seatbelt, batch["image_id"][:count])
         shown[0] += count
 
     return take

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.devices import autocast_context
 from common.errors import NonFiniteLossError
 from common.models.losses import nadsnet_loss
+from nadsnet_pvt.evaluate import predict
 
 PLATEAU = dict(factor=0.8, patience=4, threshold=1e-4, threshold_mode="rel")
 STEP = dict(step_size=20, gamma=0.8)
@@ -73,11 +73,8 @@ class NADSNetTrainer:
         self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """Forward pass (under autocast) and the loss terms in float32; returns (losses, predictions)."""
-        with autocast_context(self.device, self.amp):
-            predictions = self.net(images)
-        predictions = tuple(p.float() for p in predictions)
-        pred_seatbelt = predictions[2] if len(predictions) > 2 else None
-        losses = nadsnet_loss(predictions[0], predictions[1], pred_seatbelt, heatmaps, pafs, seatbelt)
+        predictions = predict(self.net, images, self.device, self.amp)
+        losses = nadsnet_loss(predictions.heatmaps, predictions.pafs, predictions.seatbelt, heatmaps, pafs, seatbelt)
         return losses, predictions
 
     @staticmethod
@@ -105,15 +102,6 @@ class NADSNetTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return detached(losses)
-
-    @torch.no_grad()
-    def validation_step(
-        self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
-    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
-        """Losses and predictions without autograd, in eval mode."""
-        self.net.eval()
-        losses, predictions = self.losses(images, seatbelt, heatmaps, pafs)
-        return detached(losses), predictions
 
     def end_epoch(self, validation_loss: float) -> float:
         """Step the scheduler after an epoch's validation; returns the lr for the next epoch."""

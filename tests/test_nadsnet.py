@@ -138,8 +138,8 @@ def test_forward_256_with_background_without_seatbelt_and_config_round_trip():
     image = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         outputs = model(image)
-    assert len(outputs) == 2
-    assert outputs[0].shape == (1, 10, 64, 64) and outputs[1].shape == (1, 16, 64, 64)
+    assert outputs.seatbelt is None  # a named tuple: (heatmaps, pafs, seatbelt)
+    assert outputs.heatmaps.shape == (1, 10, 64, 64) and outputs[1].shape == (1, 16, 64, 64)
 
     config = json.loads(json.dumps(model.config()))
     assert config == {"num_heatmaps": 10, "num_pafs": 16, "seatbelt": False, "image_size": 256,

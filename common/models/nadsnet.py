@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,15 @@ TIMM_BACKBONES = tuple(f"pvt_v2_b{i}" for i in range(6))
 BACKBONES = ("pvt_tiny",) + TIMM_BACKBONES
 
 Pyramid = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class NADSNetOutput(NamedTuple):
+    """What NADS-Net returns: still a tuple (ONNX export and the seed's `heatmaps, pafs,
+    seatbelt = net(x)` keep working), with names. `seatbelt` is None without that head."""
+
+    heatmaps: torch.Tensor  # (B, 9 | 10, S/4, S/4)
+    pafs: torch.Tensor  # (B, 16, S/4, S/4)
+    seatbelt: torch.Tensor | None = None  # (B, 1, S, S) in [0, 1]
 
 
 def _init_convs_normal(module: nn.Module, std: float = HEAD_INIT_STD) -> None:
@@ -223,9 +232,9 @@ def _build_backbone(name: str, image_size: int) -> tuple[nn.Module, tuple[int, .
 class NADSNet(nn.Module):
     """NADS-Net: backbone -> FPN -> heatmap, PAF and (optionally) seatbelt heads.
 
-    forward(image (B, 3, S, S), ImageNet-normalised RGB) ->
+    forward(image (B, 3, S, S), ImageNet-normalised RGB) -> NADSNetOutput(
         heatmaps (B, num_heatmaps, S/4, S/4), pafs (B, num_pafs, S/4, S/4),
-        seatbelt (B, 1, S, S) in [0, 1]   (the last only when `seatbelt` is True).
+        seatbelt (B, 1, S, S) in [0, 1], or None when `seatbelt` is False).
     S must be `image_size` for the PVT-tiny backbone (learned position embeddings), any
     multiple of 32 for a PVT-v2 backbone.
 
@@ -293,10 +302,9 @@ class NADSNet(nn.Module):
             "fpn": self.fpn_wiring,
         }
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, image: torch.Tensor) -> NADSNetOutput:
         pyramid = self.FPN(self.PVT(image))
         heatmaps = self.keypoint_heatmap_branch(pyramid)
         pafs = self.PAF_branch(pyramid)
-        if not self.has_seatbelt:
-            return heatmaps, pafs
-        return heatmaps, pafs, self.seatbelt_segmentation_branch(pyramid)
+        seatbelt = self.seatbelt_segmentation_branch(pyramid) if self.has_seatbelt else None
+        return NADSNetOutput(heatmaps, pafs, seatbelt)
