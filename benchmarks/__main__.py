@@ -1,6 +1,6 @@
 """`python -m benchmarks <name> [<name> ...] [options]`: speed and memory of the training code.
 
-Names: gan-iteration, nadsnet-step, data, maps, page (see benchmarks/README.md). Each prints a table,
+Names: gan-iteration, nadsnet-step, data, maps, page, gpu-check (see benchmarks/README.md). Each prints a table,
 or with --json one JSON line per measurement with at least the keys name, median_s, gflops,
 gflops_per_s and peak_memory_gb (null where a FLOP count means nothing: data, maps).
 For clean memory figures run one benchmark per process (one name per command).
@@ -16,8 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-BENCHMARKS = ("gan-iteration", "nadsnet-step", "data", "maps", "page")
-
+from benchmarks.options import build_parser
 
 def _runner(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
     if name == "gan-iteration":
@@ -28,35 +27,11 @@ def _runner(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
         from benchmarks.data import run
     elif name == "page":
         from benchmarks.page import run
+    elif name == "gpu-check":
+        from benchmarks.gpu_check import run
     else:
         from benchmarks.maps import run
     return run
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+", choices=BENCHMARKS, metavar="name", help=" | ".join(BENCHMARKS))
-    parser.add_argument("--size", type=int, default=384, help="image size S (multiple of 32)")
-    parser.add_argument("--ngf", type=int, default=64, help="generator width")
-    parser.add_argument("--ndf", type=int, default=None, help="discriminator width (default: --ngf)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 1; nadsnet-step 4)")
-    parser.add_argument("--iters", type=int, default=None,
-                        help="timed repetitions, median reported (default: gan-iteration 2, nadsnet-step 2, data 3 passes, maps 50)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
-                        help="autocast precision (fp16 needs CUDA: it needs loss scaling)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="data: loader worker counts")
-    parser.add_argument("--data", default="data_sample", help="data: dataset directory in the seed's layout")
-    parser.add_argument("--gan-fraction", type=float, default=0.5, help="nadsnet-step: share of each batch generated")
-    parser.add_argument("--reuse-fake", action="store_true", help="gan-iteration: D step reuses the G step's fake")
-    parser.add_argument("--lean-memory", action="store_true", help="gan-iteration: as train_gan.py --lean-memory")
-    parser.add_argument("--checkpoint-generator", action="store_true",
-                        help="gan-iteration: activation checkpointing of the generator's blocks")
-    parser.add_argument("--steps", type=int, default=5000, help="page: display steps")
-    parser.add_argument("--steps-per-epoch", type=int, default=500, help="page: display steps per epoch")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
-    return parser
 
 
 def check_arguments(args: argparse.Namespace) -> str | None:
@@ -89,6 +64,8 @@ def format_row(row: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if "gpu-check" in args.names and torch.cuda.is_available() else "cpu"
     problem = check_arguments(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -19,6 +19,7 @@ return freed blocks of 1 MiB and more to the OS (`common.devices.tune_allocator_
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         # Warm-up iteration, FLOP-counted step by step.
         (semantics, real), generator_flops = count_flops(generator_half)
         _, discriminator_flops = count_flops(
-            lambda: trainer.discriminator_step(semantics, real, reuse_fake=options.reuse_fake)
+            functools.partial(trainer.discriminator_step, semantics, real, reuse_fake=options.reuse_fake)
         )
         del semantics, real
         synchronize(gan_device)

@@ -38,12 +38,13 @@ def _sizes(gpu: bool) -> dict[str, Any]:
 
 
 def _benchmark_rows(name: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    from benchmarks.__main__ import _runner, build_parser
+    from benchmarks import gan_iteration, nadsnet_step
+    from benchmarks.options import build_parser
 
     args = build_parser().parse_args([name])
     for key, value in overrides.items():
         setattr(args, key, value)
-    return _runner(name)(args)
+    return {"gan-iteration": gan_iteration.run, "nadsnet-step": nadsnet_step.run}[name](args)
 
 
 def step_rows(device: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:

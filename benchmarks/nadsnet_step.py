@@ -22,7 +22,8 @@ from benchmarks.harness import PeakMemory, count_flops, measurement_row, synchro
 from common.devices import resolve_devices
 from common.models.factory import SEED_NADSNET_CONFIG, build_generator, build_nadsnet, generator_config
 from common.models.init import init_weights
-from nadsnet_pvt.batch import GeneratedSamples, build_training_batch, generated_count, geometric_generator
+from common.rendering import GeneratedSamples
+from nadsnet_pvt.batch import build_training_batch, generated_count, geometric_generator
 from nadsnet_pvt.trainer import NADSNetTrainer
 
 

@@ -152,6 +152,9 @@ def geometric_augment(
     pafs: torch.Tensor,
     generator: torch.Generator,
     image_fill: torch.Tensor,
+    first_sample: int = 0,
+    global_batch: int | None = None,
+    smallest_tenths: int = SCALE_TENTHS[0],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink every sample by a random factor per axis and place it at a random spot (SPEC 6).
 
@@ -160,6 +163,11 @@ def geometric_augment(
     pafs: (B, 16, S/4, S/4). generator: CPU torch.Generator drawing, per sample, scale_h and
     scale_w from {0.3, ..., 1.0} and the offset. image_fill: (3,) the canvas colour in the
     images' normalisation (imagenet_value_of(CANVAS_GREY_PIXEL) for NADS-Net).
+    smallest_tenths: the smallest scale, in tenths (3 = 0.3, the seed's); scales are drawn from
+    smallest_tenths / 10 .. 1.0 in steps of 0.1.
+    first_sample, global_batch: these B samples are samples first_sample .. first_sample + B - 1
+    of a global batch of `global_batch` (one process's share in a distributed job): the draws
+    of the whole global batch are made, in one process's order, and this share's are used.
     Returns new tensors of the same shapes on the inputs' device. Images and maps are resized
     bicubically; the seatbelt is thresholded at 0.5 afterwards so it stays binary. Around the
     pasted sample the canvas is `image_fill`, zero for the seatbelt and the maps, except a
@@ -179,12 +187,17 @@ def geometric_augment(
     num_heatmaps = heatmaps.shape[1]
 
     # All random choices come from the CPU generator, so no value travels back from the device.
-    choices = torch.randint(len(SCALE_TENTHS), (batch, 2), generator=generator).tolist()
-    for sample, (choice_h, choice_w) in enumerate(choices):
-        tenths_h, tenths_w = SCALE_TENTHS[choice_h], SCALE_TENTHS[choice_w]
+    global_batch = batch if global_batch is None else global_batch
+    scales = tuple(range(smallest_tenths, SCALE_TENTHS[-1] + 1))
+    choices = torch.randint(len(scales), (global_batch, 2), generator=generator).tolist()
+    for index, (choice_h, choice_w) in enumerate(choices):
+        tenths_h, tenths_w = scales[choice_h], scales[choice_w]
         new_h, new_w = scaled_size(tenths_h, size), scaled_size(tenths_w, size)
         dy = int(torch.randint(0, size - new_h + 1, (1,), generator=generator))
         dx = int(torch.randint(0, size - new_w + 1, (1,), generator=generator))
+        sample = index - first_sample
+        if not 0 <= sample < batch:
+            continue  # another process's sample
         map_dy, map_h = map_placement(dy, tenths_h, size, map_size)
         map_dx, map_w = map_placement(dx, tenths_w, size, map_size)
 

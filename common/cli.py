@@ -2,7 +2,8 @@
 
 Exit codes (README "After a crash"): 0 done; 1 an error a user can fix (bad data, a refused
 checkpoint, a folder in use, a non-finite loss, a failed save), one line on stderr, no
-traceback; 2 an option value that cannot work, one line, nothing written; 128 + signal number
+traceback (in a distributed job, only the process it happened on says it); 2 an option value
+that cannot work, one line, nothing written; 128 + signal number
 after a stop request (130 Ctrl-C, 143 SIGTERM); 130 after an immediate second Ctrl-C.
 """
 
@@ -12,7 +13,8 @@ import argparse
 import sys
 from typing import Any, Callable, Sequence
 
-from common.errors import EXIT_BAD_OPTIONS, EXIT_DONE, EXIT_ERROR, USER_ERRORS, OptionError
+from common.errors import EXIT_BAD_OPTIONS, EXIT_DONE, EXIT_ERROR, USER_ERRORS, DataError, OptionError
+from common.distributed import is_peer_failure, torchrun_environment
 from common.stopping import TrainingInterrupted
 
 
@@ -45,13 +47,25 @@ def run_script(
         print("interrupted: stopped at once; the files are as the last save left them", file=sys.stderr)
         return 130
     except OptionError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        say(f"{prog}: error: {error}", error)
         return EXIT_BAD_OPTIONS
     except (*USER_ERRORS, *errors, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}", error)
         return EXIT_ERROR
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        say(f"error: {where}{error.strerror or error}", error)
         return EXIT_ERROR
+    except RuntimeError as error:
+        if not is_peer_failure(error):
+            raise
+        return EXIT_ERROR  # another process of the job failed and said why; torchrun ends the job
     return EXIT_DONE
+
+
+def say(line: str, error: BaseException) -> None:
+    """One line on stderr. In a distributed job every process meets the same option, checkpoint
+    or folder error: only process 0 says it; a bad data file is said by the process that read it."""
+    environment = torchrun_environment()
+    if environment is None or environment[0] == 0 or isinstance(error, DataError):
+        print(line, file=sys.stderr)

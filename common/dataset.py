@@ -148,7 +148,7 @@ def _describe_value(position: int) -> str:
     return f"{'xyv'[component]} of keypoint {keypoint} ({KEYPOINT_NAMES[keypoint]})"
 
 
-def _read_annotation_list(annotation_file: Path) -> list:
+def read_annotation_list(annotation_file: Path) -> list:
     try:
         with open(annotation_file, "rb") as handle:
             data = json.load(handle)
@@ -173,7 +173,7 @@ def _read_annotation_list(annotation_file: Path) -> list:
     return annotations
 
 
-def _parse_person_annotations(annotation_file: Path, annotations: list) -> tuple[list[int], list[str], np.ndarray]:
+def parse_person_annotations(annotation_file: Path, annotations: list) -> tuple[list[int], list[str], np.ndarray]:
     """Validate every annotation; return the Person annotations' indices, normalised image_ids
     and keypoints (N, 9, 3) float64 in source pixels."""
     person_indices: list[int] = []
@@ -296,8 +296,8 @@ class PoseDataset(torch.utils.data.Dataset):
             if not folder.is_dir():
                 raise DataError(f"{folder}: {name} folder not found (given for {self.annotation_file})")
 
-        annotations = _read_annotation_list(self.annotation_file)
-        person_indices, annotation_image_ids, values = _parse_person_annotations(self.annotation_file, annotations)
+        annotations = read_annotation_list(self.annotation_file)
+        person_indices, annotation_image_ids, values = parse_person_annotations(self.annotation_file, annotations)
 
         # Group people by image, keeping the order in which images first appear.
         people_of_image: dict[str, list[int]] = {}
@@ -431,6 +431,18 @@ class PoseDataset(torch.utils.data.Dataset):
         }
 
 
+def annotation_file_text(annotations: Sequence[dict], sort_keys: bool = False, **extra: Any) -> str:
+    """An annotation file in the seed's format, one record per line (stable bytes, readable diffs).
+    `extra` adds top-level entries after "annotations" (lists written one record per line too)."""
+
+    def block(records: Sequence[dict]) -> str:
+        return "[\n" + ",\n".join(json.dumps(record, sort_keys=sort_keys) for record in records) + "\n]" if records else "[]"
+
+    parts = [f'"annotations": {block(annotations)}']
+    parts += [f'"{key}": {block(value) if isinstance(value, list) else json.dumps(value)}' for key, value in extra.items()]
+    return "{" + ",\n".join(parts) + "}\n"
+
+
 def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch PoseDataset samples (B of them); people counts may differ (and may be 0).
 
@@ -459,8 +471,8 @@ def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
-    """The training scripts' DataLoader: batches of `sampler.batch_size` in the sampler's order,
-    collated with `collate_poses`, pinned for a CUDA device.
+    """The training scripts' DataLoader: the batches of a common.sampling.ResumableSampler (this
+    process's share of each global batch), collated with `collate_poses`, pinned for CUDA.
 
     Workers are not persistent: `PoseDataset.set_epoch` (the arm augmentation's draws) must
     reach them, and only workers started anew each epoch see it. Workers ignore SIGINT and
@@ -469,8 +481,7 @@ def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.d
     workers = max(0, num_workers)
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=sampler.batch_size,
-        sampler=sampler,
+        batch_sampler=sampler,
         num_workers=workers,
         collate_fn=collate_poses,
         pin_memory=device.type == "cuda",

@@ -31,24 +31,37 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
-def default_devices(gpu_count: int | None = None) -> tuple[torch.device, torch.device]:
-    """(GAN device, NADS-Net device) by the number of visible GPUs."""
-    if gpu_count is None:
-        gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpu_count >= 2:
-        return torch.device("cuda", 0), torch.device("cuda", 1)
-    if gpu_count == 1:
-        return torch.device("cuda", 0), torch.device("cuda", 0)
-    return torch.device("cpu"), torch.device("cpu")
+def process_devices(local_rank: int, local_world_size: int, gpu_count: int) -> tuple[str, str]:
+    """(GAN device, NADS-Net device) of one process, by the machine's shape (the rule README
+    states, one pure function).
+
+    The seed's split inside each process: with two GPUs per process, process r of a machine
+    takes GPU 2r for the GAN and 2r + 1 for NADS-Net (one process: cuda:0 and cuda:1); with one
+    GPU per process both share GPU r; without GPUs both run on the CPU. Fewer GPUs than
+    processes on a machine is refused.
+    """
+    if gpu_count == 0:
+        return "cpu", "cpu"
+    if gpu_count >= 2 * local_world_size:
+        return f"cuda:{2 * local_rank}", f"cuda:{2 * local_rank + 1}"
+    if gpu_count >= local_world_size:
+        return f"cuda:{local_rank}", f"cuda:{local_rank}"
+    raise ValueError(f"{local_world_size} processes on this machine but only {gpu_count} GPU(s): "
+                     f"run at most {gpu_count} processes per machine (torchrun --nproc_per_node)")
+
+
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def resolve_devices(
-    gan_device: str | None = None, nadsnet_device: str | None = None, gpu_count: int | None = None
+    gan_device: str | None = None, nadsnet_device: str | None = None, gpus: int | None = None,
+    local_rank: int = 0, local_world_size: int = 1,
 ) -> tuple[torch.device, torch.device]:
-    """The devices to use: explicit names where given, the defaults elsewhere."""
-    default_gan, default_nadsnet = default_devices(gpu_count)
-    gan = parse_device(gan_device) if gan_device else default_gan
-    nadsnet = parse_device(nadsnet_device) if nadsnet_device else default_nadsnet
+    """The devices to use: explicit names where given, `process_devices` elsewhere."""
+    default_gan, default_nadsnet = process_devices(local_rank, local_world_size, gpu_count() if gpus is None else gpus)
+    gan = parse_device(gan_device or default_gan)
+    nadsnet = parse_device(nadsnet_device or default_nadsnet)
     return gan, nadsnet
 
 
@@ -71,11 +84,19 @@ class Placement:
     nadsnet: torch.device
 
 
-def place_networks(options: Any, log: Any, generator_used: bool = True) -> Placement:
-    """The run's devices from --gan-device / --nadsnet-device and the GPUs present, said in
-    one line; cuDNN autotuning on GPUs; on the CPU, --lean-memory."""
-    gan, nadsnet = resolve_devices(options.gan_device, options.nadsnet_device)
-    log.info(describe_placement(gan, nadsnet) if generator_used else f"devices: NADS-Net on {nadsnet}")
+def place_networks(options: Any, log: Any, job: Any, generator_used: bool = True) -> Placement:
+    """The process's devices from --gan-device / --nadsnet-device, the GPUs present and its
+    place in the job (common.distributed), said in one line per process; cuDNN autotuning on
+    GPUs; on the CPU, --lean-memory."""
+    gan, nadsnet = resolve_devices(options.gan_device, options.nadsnet_device, local_rank=job.local_rank,
+                                   local_world_size=job.local_world_size)
+    line = describe_placement(gan, nadsnet) if generator_used else f"devices: NADS-Net on {nadsnet}"
+    if job.distributed:
+        line += f" ({job.describe()})"
+    if job.is_main:
+        log.info(line)
+    else:
+        print(line, flush=True)  # every process says where it runs; only process 0 logs
     if "cuda" in (gan.type, nadsnet.type):
         torch.backends.cudnn.benchmark = True
     tune_allocator_for(getattr(options, "lean_memory", False), gan)

@@ -50,3 +50,13 @@ def gan_to_uint8(image: torch.Tensor) -> np.ndarray:
 def imagenet_to_uint8(image: torch.Tensor) -> np.ndarray:
     """One ImageNet-normalised image (3, H, W) -> uint8 (H, W, 3) RGB."""
     return gan_to_uint8(imagenet_to_gan(image.detach().float()))
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size), bilinear (anti-aliased when shrinking); unchanged when
+    the size already matches. Lets a generator and a NADS-Net trained at different input sizes
+    work together (the cpu preset's 64 px GAN beside its 128 px NADS-Net)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=images.shape[-1] > size)

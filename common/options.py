@@ -19,7 +19,6 @@ import torch
 
 from common.errors import OptionError
 
-DATA_DIR = Path("data_sample")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 IMAGE_SIZE_STEP = 32  # the PVT backbone and the generator's 'normal' upsampling both need it
 NONFINITE_STREAK_LIMIT = 20  # common.run's limit of skipped batches in a row, for --help
@@ -77,11 +76,15 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
                      f"or skip that batch's update with a warning (stops after {NONFINITE_STREAK_LIMIT} in a row)")
 
     data = groups["data"]
-    data.add_argument("--train-annotations", type=Path, default=DATA_DIR / "Train_keypoint_Annotation_sample.json")
+    where = "default: the preset's data (seed: data_sample/; cpu: a synthetic set built once, common/presets.py)"
+    data.add_argument("--train-annotations", type=Path, default=None, help=where)
     if validation:
-        data.add_argument("--valid-annotations", type=Path, default=DATA_DIR / "Valid_keypoint_Annotation_sample.json")
-    data.add_argument("--images-dir", type=Path, default=DATA_DIR / "Raw_Images")
-    data.add_argument("--masks-dir", type=Path, default=DATA_DIR / "Seatbelt_Mask")
+        data.add_argument("--valid-annotations", type=Path, default=None, help=where)
+    data.add_argument("--images-dir", type=Path, default=None, help=where)
+    data.add_argument("--masks-dir", type=Path, default=None, help=where)
+    if validation:
+        data.add_argument("--valid-images-dir", type=Path, default=None, help="validation frames (default: --images-dir)")
+        data.add_argument("--valid-masks-dir", type=Path, default=None, help="validation masks (default: --masks-dir)")
     data.add_argument("--image-size", type=image_size_value, default=None, help="input size S (a multiple of 32)")
     data.add_argument("--batch-size", type=positive_int, default=None)
     data.add_argument("--num-workers", type=non_negative_int, default=2, help="data loader processes")
@@ -137,6 +140,18 @@ def check_devices(options: argparse.Namespace) -> None:
                 parse_device(name)
             except ValueError as error:
                 raise OptionError(f"--{flag.replace('_', '-')} {name}", str(error)) from None
+
+
+def check_batch_split(options: argparse.Namespace) -> None:
+    """Under torchrun --batch-size is the global batch: it must split evenly over the processes."""
+    from common.distributed import torchrun_environment
+
+    environment = torchrun_environment()
+    world = environment[1] if environment else 1
+    if options.batch_size % world:
+        lower = max(world, options.batch_size - options.batch_size % world)
+        raise OptionError(f"--batch-size {options.batch_size}",
+                          f"the global batch must split evenly over the job's {world} processes (e.g. {lower})")
 
 
 def format_options(options: argparse.Namespace, provenance: Mapping[str, str] | None = None) -> str:

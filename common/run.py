@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -45,7 +46,8 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoints import load_file
-from common.errors import CheckpointError, DataError, NonFiniteLossError
+from common.distributed import broadcast_from_main, largest_over_processes, mean_over_processes, start_job
+from common.errors import CheckpointError, DataError, FolderInUseError, NonFiniteLossError
 from common.files import remove_stale_temporaries, save_atomic, write_text_atomic
 from common.options import format_options
 from common.run_folder import RunLock, provenance
@@ -134,18 +136,24 @@ class Run:
         self.spec = spec
         self.directory = Path(options.checkpoints_dir)
         self.progress = Progress()
-        self.log = RunLog(self.directory / spec.log_file, info_to_file=spec.messages_to_log, hold=True)
+        self.job = start_job(getattr(options, "gan_device", None))
+        self.is_writer = self.job.is_main  # only process 0 of a distributed job writes (and prints)
+        self.log = RunLog(self.directory / spec.log_file, info_to_file=spec.messages_to_log, hold=True,
+                          echo=self.is_writer)
         self.metrics = RunLog(self.directory / spec.metrics_file, info_to_file=True, hold=True, echo=False)
-        self.is_writer = True  # False on the other processes of a distributed job
         self._lock = RunLock(self.directory)
         self._saved_sizes: dict[str, int] = {}
         self._files_started = False
         self._checkpoint: Checkpoint | None = None
         self._total_epochs = 0
         self._bar: tqdm | None = None
+        self._batches_per_epoch = 0
+        self._limit_at_epoch_end = False  # --max-iterations reached on an epoch's last batch
         self._print_clock = time.time()
         self._tensorboard = None
         self.started = time.time()
+        # Recorded in the options file beside the options: the job and, once placed, the devices.
+        self.settings = {"world_size": str(self.job.world_size), "backend": self.job.backend or "none"}
         for message in messages:
             self.log.info(message)
 
@@ -163,16 +171,14 @@ class Run:
         normally, on a stop request end with TrainingInterrupted (after the save)."""
         self._checkpoint, self._total_epochs = checkpoint, total_epochs
         STOP.install()  # nests inside the scripts' own, which catches signals during start-up too
+        # In a job, the stop is said once, by process 0, when all processes agreed on it.
+        STOP.announce = not self.job.distributed
         try:
             self.check_stop()
             if self.options.continue_train:
                 self._resume(checkpoint)
             self.check_stop()
-            if self.is_writer:
-                for message in self._lock.acquire():
-                    self.log.info(message)
-                for stale in remove_stale_temporaries(self.directory):
-                    self.log.info(f"removed {stale.name}, a half-written file a killed run left behind")
+            self._take_folder()
             STOP.phase = "training"
             try:
                 yield self
@@ -183,13 +189,30 @@ class Run:
         finally:
             self._close()
 
+    def _take_folder(self) -> None:
+        """Process 0 takes the folder's lock (the job holds one); the others learn whether it could."""
+        problem = None
+        if self.is_writer:
+            try:
+                for message in self._lock.acquire():
+                    self.log.info(message)
+                for stale in remove_stale_temporaries(self.directory):
+                    self.log.info(f"removed {stale.name}, a half-written file a killed run left behind")
+            except (FolderInUseError, CheckpointError) as error:
+                problem = error
+        refusal = broadcast_from_main(None if problem is None else str(problem))
+        if problem is not None:
+            raise problem
+        if refusal is not None:
+            raise FolderInUseError(refusal)
+
     def _close(self) -> None:
         if self._bar is not None:
             self._bar.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
         self._lock.release(remove_folder_if_empty=not self._files_started)
-        STOP.phase = "starting"
+        STOP.phase, STOP.announce = "starting", True
         STOP.uninstall()
 
     def _resume(self, checkpoint: Checkpoint) -> None:
@@ -207,6 +230,10 @@ class Run:
                 f"{path} is not a {self.spec.name} training state of this version ({self.spec.state_format}; "
                 f"the file says {found!r}): start a new run in another --checkpoints-dir"
             )
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.job.world_size:
+            raise CheckpointError(f"{path} was saved by a job of {saved_world} process(es); continue it with "
+                                  f"{saved_world} (torchrun --nproc_per_node x --nnodes), not {self.job.world_size}")
         saved = state["options"]
         differing = [key for key in self.spec.resume_keys if saved.get(key) != getattr(self.options, key)]
         if differing:
@@ -227,11 +254,11 @@ class Run:
         """The epoch's remaining batches in their resumable order, with a progress bar; after
         each one: a save when due, a stop request honoured, --max-iterations."""
         progress = self.progress
-        sampler = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
+        sampler = loader.batch_sampler
         sampler.set_epoch(progress.epoch, skip_batches=progress.epoch_batches)
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(progress.epoch)
-        total = sampler.batches_per_epoch()
+        total = self._batches_per_epoch = sampler.batches_per_epoch()
         self._bar = tqdm(total=total, initial=progress.epoch_batches, desc=f"epoch {progress.epoch}/{self._total_epochs}",
                          leave=False, dynamic_ncols=True, disable=not self.is_writer)
         try:
@@ -241,8 +268,8 @@ class Run:
         finally:
             self._bar.close()
             self._bar = None
-        if STOP.requested is not None:
-            self._stop_now()  # the loader ended early on the request
+        if signal_number := self._agreed_stop():
+            self._stop_now(signal_number)  # the loader ended early on the request
 
     def _loaded(self, loader: Any) -> Iterator[Any]:
         iterator = iter(loader)
@@ -273,20 +300,32 @@ class Run:
         if options.save_latest_freq and progress.total_iterations % options.save_latest_freq == 0:
             self.save()
             self.log.info(f"saved the training state ({progress.describe()})")
-        if STOP.requested is not None:
-            self._stop_now()
+        if signal_number := self._agreed_stop():
+            self._stop_now(signal_number)
         if options.max_iterations is not None and progress.total_iterations >= options.max_iterations:
-            self.save(final=True)
-            self.log.info(f"stopped after {progress.total_iterations} iterations (--max-iterations); state saved in "
-                          f"{self.directory}, continue with --continue-train")
-            raise IterationLimitReached
+            if progress.epoch_batches >= self._batches_per_epoch:
+                self._limit_at_epoch_end = True  # the epoch's end (validation, its saves) comes first
+                return
+            self._stop_at_iteration_limit()
 
-    def _stop_now(self) -> None:
+    def _stop_at_iteration_limit(self) -> None:
         self.save(final=True)
-        message = (f"interrupted ({STOP.signal_name}): saved the state at {self.progress.describe()}, in "
+        self.log.info(f"stopped after {self.progress.total_iterations} iterations (--max-iterations); state saved "
+                      f"in {self.directory}, continue with --continue-train")
+        raise IterationLimitReached
+
+    @staticmethod
+    def _agreed_stop() -> int:
+        """The signal number of a stop request made on any process of the job, or 0."""
+        return largest_over_processes(STOP.requested or 0)
+
+    def _stop_now(self, signal_number: int) -> None:
+        self.save(final=True)
+        name = signal.Signals(signal_number).name
+        message = (f"interrupted ({name}): saved the state at {self.progress.describe()}, in "
                    f"{self.directory}. Continue with the same command plus --continue-train.")
         self.log.info(message)
-        raise TrainingInterrupted(STOP.requested, message)
+        raise TrainingInterrupted(signal_number, message)
 
     @contextmanager
     def step(self) -> Iterator[None]:
@@ -340,7 +379,7 @@ class Run:
         progress.loss_batches += 1
         if not self.every(self.options.print_freq):
             return None
-        values = {name: float(value) for name, value in losses.items()}
+        values = dict(zip(losses, mean_over_processes([float(value) for value in losses.values()])))
         seconds = (time.time() - self._print_clock) / self.options.print_freq
         self._print_clock = time.time()
         terms = " ".join(f"{name}: {value:.3f}" for name, value in values.items())
@@ -350,9 +389,11 @@ class Run:
         return values
 
     def epoch_means(self) -> dict[str, float]:
-        """The current epoch's mean losses over its trained batches (continued epochs included)."""
+        """The current epoch's mean losses over its trained batches (continued epochs included;
+        in a job, over every process's share)."""
         batches = max(1, self.progress.loss_batches)
-        return {name: float(total) / batches for name, total in self.progress.loss_sums.items()}
+        sums = mean_over_processes([float(total) for total in self.progress.loss_sums.values()])
+        return {name: total / batches for name, total in zip(self.progress.loss_sums, sums)}
 
     def end_epoch(self, save: bool, epoch_label: str | None = None) -> None:
         """Move on to the next epoch; save the state (and the checkpoint's files, with an epoch
@@ -360,10 +401,13 @@ class Run:
         progress = self.progress
         progress.epoch, progress.epoch_batches = progress.epoch + 1, 0
         progress.loss_sums, progress.loss_batches = {}, 0
-        if save or STOP.requested is not None:
+        signal_number = self._agreed_stop()
+        if save or signal_number:
             self.save(epoch_label)
-        if STOP.requested is not None and progress.epoch <= self._total_epochs:
-            self._stop_now()
+        if signal_number and progress.epoch <= self._total_epochs:
+            self._stop_now(signal_number)
+        if self._limit_at_epoch_end and progress.epoch <= self._total_epochs:
+            self._stop_at_iteration_limit()
 
     @contextmanager
     def validating(self) -> Iterator[None]:
@@ -384,6 +428,7 @@ class Run:
             "format": self.spec.state_format,
             "provenance": provenance(),
             "options": {key: getattr(self.options, key) for key in self.spec.resume_keys},
+            "world_size": self.job.world_size,
             "progress": self._progress_state(),
             "file_sizes": {"log": self.log.size(), "metrics": self.metrics.size()},
             "rng": capture_rng_states(),
@@ -407,10 +452,13 @@ class Run:
         self._files_started = True
         self.log.start_file(cut_back_to=self._saved_sizes.get("log"))
         self.metrics.start_file(cut_back_to=self._saved_sizes.get("metrics"))
-        write_text_atomic(format_options(self.options, provenance()), self.directory / self.spec.options_file)
+        write_text_atomic(format_options(self.options, {**self.settings, **provenance()}),
+                          self.directory / self.spec.options_file)
 
     def write_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON object (NaN -> null) to the metrics file (cut back on resume)."""
+        if not self.is_writer:
+            return
         clean = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
                  for key, value in record.items()}
         self.metrics.line(json.dumps(clean, sort_keys=False))

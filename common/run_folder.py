@@ -50,6 +50,7 @@ class RunLock:
     folder if needed; `release()` clears the file and closes it. Returns messages to log."""
 
     directory: Path
+    flag: str = "--checkpoints-dir"  # the option naming the folder, for messages
     _fd: int | None = None
     created_directory: bool = False
 
@@ -62,7 +63,7 @@ class RunLock:
             self.created_directory = not self.directory.exists()
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise CheckpointError(f"cannot create --checkpoints-dir {self.directory}: {error.strerror or error}") from None
+            raise CheckpointError(f"cannot create {self.flag} {self.directory}: {error.strerror or error}") from None
         for _ in range(10):  # the file can be replaced between open and flock; then try again
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -72,7 +73,7 @@ class RunLock:
                 os.close(fd)
                 raise FolderInUseError(
                     f"{self.directory} is in use by another run ({_describe(holder)}): wait for it to end, "
-                    "or use another --checkpoints-dir"
+                    f"or use another {self.flag}"
                 ) from None
             if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                 break

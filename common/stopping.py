@@ -56,6 +56,7 @@ class StopRequests:
     def __init__(self) -> None:
         self.requested: int | None = None
         self.phase = "starting"
+        self.announce = True  # say at once what will happen (a distributed run says it when agreed)
         self._owner_pid: int | None = None
         self._depth = 0
         self._previous: dict[int, object] = {}
@@ -66,6 +67,8 @@ class StopRequests:
         if self.requested is not None:
             raise KeyboardInterrupt
         self.requested = signal_number
+        if not self.announce:
+            return
         name = signal.Signals(signal_number).name
         _write_to_stderr(
             f"\n{name} received: {_ANNOUNCEMENTS.get(self.phase, 'stopping')} "

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.imaging import gan_to_imagenet
+from common.imaging import gan_to_imagenet, resize_images
 from common.maps import gan_input
 from common.models.losses import GANLoss, dice_bce_loss, feature_matching_loss
 from common.models.normalization import frozen_norm_statistics
@@ -44,6 +44,7 @@ class LossWeights:
     paf: float = 100.0
     seatbelt: float = 1.0
     use_feat: bool = True
+    l1: float = 0.0  # not in the seed; the cpu preset's stand-in for the VGG term it lacks
 
 
 def _fp16_autocast(device: torch.device) -> bool:
@@ -93,6 +94,11 @@ class GANModel(nn.Module):
         self.nadsnet_device = torch.device(nadsnet_device)
         self.netG = generator.to(self.gan_device)
         self.netD = discriminator.to(self.gan_device)
+        # What the steps that update G and D run through: the networks themselves, or their
+        # DistributedDataParallel wrappers in a distributed job (`distribute`).
+        self.train_G: nn.Module = self.netG
+        self.train_D: nn.Module = self.netD
+        self.reducer = None  # global sums of the Dice terms in a distributed job
         self.criterion_gan = GANLoss(gan_mode)
         self.eager_branch_gradients = eager_branch_gradients
         self.weights = weights or LossWeights()
@@ -105,6 +111,27 @@ class GANModel(nn.Module):
         if self.nadsnet is not None:
             set_requires_grad(self.nadsnet, False)
             self.nadsnet.eval()
+
+    def distribute(self, job) -> None:
+        """In a distributed job (common.distributed): G's batch norms gather their statistics over
+        every process's samples, and G and D are wrapped separately in DistributedDataParallel
+        (the frozen NADS-Net and VGG are not). broadcast_buffers is off on purpose: every process
+        computes the same batch-norm statistics (gathered) and the same spectral-norm power
+        iteration (identical weights), so the buffers agree without being sent before each
+        forward pass, and D's extra no-grad pass over the real image in the G step cannot
+        desynchronise them. In the G step D runs unwrapped (frozen: nothing to reduce)."""
+        if not job.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        from common.distributed_ops import global_sums
+        from common.models.normalization import convert_batch_norms_for_distributed
+
+        convert_batch_norms_for_distributed(self.netG, job.backend)
+        device_ids = [self.gan_device] if self.gan_device.type == "cuda" else None
+        self.train_G = DistributedDataParallel(self.netG, device_ids=device_ids, broadcast_buffers=False)
+        self.train_D = DistributedDataParallel(self.netD, device_ids=device_ids, broadcast_buffers=False)
+        self.reducer = global_sums
 
     def train(self, mode: bool = True) -> "GANModel":
         """Only G and D follow train/eval; the frozen guidance networks always stay in eval mode."""
@@ -135,6 +162,7 @@ class GANModel(nn.Module):
             "GAN": True,
             "GAN_Feat": self.weights.use_feat,
             "VGG": self.vgg_loss is not None,
+            **({"L1": True} if self.weights.l1 > 0 else {}),
             "heatmap": guidance,
             "paf": guidance,
             "seatbelt": guidance and bool(getattr(self.nadsnet, "has_seatbelt", False)),
@@ -143,9 +171,14 @@ class GANModel(nn.Module):
     def _for_pretrained(self, images: torch.Tensor) -> torch.Tensor:
         return gan_to_imagenet(images) if self.image_range == "converted" else images
 
+    def _for_nadsnet(self, images: torch.Tensor) -> torch.Tensor:
+        """Frames as the guidance NADS-Net takes them: its normalisation, its input size, its device."""
+        return resize_images(self._for_pretrained(images), self.nadsnet.image_size).to(self.nadsnet_device)
+
     # ------------------------------------------------------------------ networks
     def generate(self, semantics: torch.Tensor) -> torch.Tensor:
-        return self.netG(semantics)
+        """The fake the G step differentiates (through DDP in a distributed job)."""
+        return self.train_G(semantics)
 
     @torch.no_grad()
     def generate_for_display(self, semantics: torch.Tensor) -> torch.Tensor:
@@ -208,29 +241,32 @@ class GANModel(nn.Module):
         return losses
 
     def perceptual_losses(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """VGG (empty when the VGG term is off)."""
-        if self.vgg_loss is None:
-            return {}
-        return {"VGG": self.vgg_loss(self._for_pretrained(fake), self._for_pretrained(real)) * self.weights.vgg}
+        """VGG and L1 (each left out when off)."""
+        losses = {}
+        if self.vgg_loss is not None:
+            losses["VGG"] = self.vgg_loss(self._for_pretrained(fake), self._for_pretrained(real)) * self.weights.vgg
+        if self.weights.l1 > 0:
+            losses["L1"] = F.l1_loss(fake, real) * self.weights.l1
+        return losses
 
     def guidance_losses(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
         """NADS-Net on fake vs on real (SPEC 8): heatmap and PAF MSE, seatbelt Dice-BCE
         (empty when the guidance is off). `semantics` is unused (same signature as the other
-        branches). NADS-Net may sit on another device: the images move there, the losses come back.
+        branches). NADS-Net may sit on another device and take another input size: the images
+        are resized and moved there, the losses come back.
         """
         if self.nadsnet is None:
             return {}
-        device = self.nadsnet_device
-        fake_in = self._for_pretrained(fake).to(device)
         with torch.no_grad():
-            target = self.nadsnet(self._for_pretrained(real).to(device))
-        prediction = self.nadsnet(fake_in)
+            target = self.nadsnet(self._for_nadsnet(real))
+        prediction = self.nadsnet(self._for_nadsnet(fake))
         losses = {
             "heatmap": F.mse_loss(prediction.heatmaps.float(), target.heatmaps.float()) * self.weights.heatmap,
             "paf": F.mse_loss(prediction.pafs.float(), target.pafs.float()) * self.weights.paf,
         }
         if prediction.seatbelt is not None:
-            losses["seatbelt"] = dice_bce_loss(prediction.seatbelt.float(), target.seatbelt.float()) * self.weights.seatbelt
+            seatbelt = dice_bce_loss(prediction.seatbelt.float(), target.seatbelt.float(), reducer=self.reducer)
+            losses["seatbelt"] = seatbelt * self.weights.seatbelt
         return {name: value.to(self.gan_device) for name, value in losses.items()}
 
     # ------------------------------------------------------------------ D step
@@ -240,9 +276,9 @@ class GANModel(nn.Module):
         """Loss terms of the D step. The fake is regenerated without autograd unless given."""
         if fake is None:
             with torch.no_grad():
-                fake = self.generate(semantics)
+                fake = self.netG(semantics)
         fake = fake.detach()
-        predictions = self.discriminate(torch.cat([semantics, semantics], dim=0), torch.cat([fake, real], dim=0))
+        predictions = self.train_D(torch.cat([torch.cat([semantics, semantics], dim=0), torch.cat([fake, real], dim=0)], dim=1))
         batch = fake.shape[0]
         pred_fake = [[layer[:batch] for layer in scale] for scale in predictions]
         pred_real = [[layer[batch:] for layer in scale] for scale in predictions]

@@ -10,6 +10,7 @@ are defined once, in common.options.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Sequence
 
 from common.cli import OneLineParser
@@ -22,6 +23,7 @@ from common.options import (
     add_shared_options,
     adam_beta,
     apply_preset,
+    check_batch_split,
     check_devices,
     non_negative_float,
     non_negative_int,
@@ -29,13 +31,14 @@ from common.options import (
     positive_int,
 )
 from common.pose import SEMANTIC_CHANNELS
-from common.presets import PRESET_IMAGE_SIZE
+from common.presets import GAN_IMAGE_SIZE
 
 # The seed's settings (SPEC 8, 9, 11).
 SEED_PRESET = dict(
-    image_size=PRESET_IMAGE_SIZE["seed"],
+    image_size=GAN_IMAGE_SIZE["seed"],
     ngf=64,
     ndf=64,
+    spade_hidden=128,
     batch_size=1,
     niter=50,
     niter_decay=0,
@@ -43,24 +46,31 @@ SEED_PRESET = dict(
     display_freq=1,
     save_latest_freq=500,
     save_epoch_freq=10,
+    lambda_l1=0.0,
+    lr=0.0002,
 )
 
-# Small enough to finish in a few minutes on a 2-core CPU on data_sample/ (25 epochs of 6
-# batches, about 5 s each), big enough that the synthesized frames visibly show figures in the
-# conditioned poses by the end. Longer is not better here: by epoch 50-70 on 24 frames the
-# discriminator wins and the frames fill with grid artefacts. The generator's cost at this
-# size is dominated by SPADE's 128-channel mlp_shared convolutions at full resolution.
+# About 4 minutes on a 2-core CPU (README "Quick start"): 300 iterations of batch 4 on the
+# preset's synthetic set at 64 px, narrow SPADE embeddings (at this size the 128-channel
+# full-resolution mlp_shared convolutions are most of the generator's cost). Without VGG
+# weights (no download) and without a trained NADS-Net for the guidance, the hinge and feature
+# matching terms alone leave streaks after 300 iterations, and NADS-Net trained on such frames
+# learns little; with an L1 term against the real frame (x100) and lr 0.0005 (G 0.00025 under
+# TTUR), figures in the input poses appear within about 100 iterations and stay.
 CPU_PRESET = dict(
-    image_size=PRESET_IMAGE_SIZE["cpu"],
+    image_size=GAN_IMAGE_SIZE["cpu"],
     ngf=16,
     ndf=16,
+    spade_hidden=32,
     batch_size=4,
-    niter=20,
-    niter_decay=5,
-    print_freq=12,
-    display_freq=24,
-    save_latest_freq=60,
-    save_epoch_freq=5,
+    niter=2,
+    niter_decay=0,
+    print_freq=20,
+    display_freq=50,
+    save_latest_freq=100,
+    save_epoch_freq=1,
+    lambda_l1=100.0,
+    lr=0.0005,
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
@@ -73,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "judged by a multi-scale PatchGAN and guided by a frozen NADS-Net.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    groups = add_shared_options(parser, PRESETS, validation=False)
+    groups = add_shared_options(parser, PRESETS, validation=True)
     groups["run"].add_argument("--which-epoch", default="latest",
                                help="with --continue-train and no training state: which saved G/D to start from")
 
@@ -81,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--ngf", type=positive_int, default=None, help="generator width; seed: 64")
     model.add_argument("--ndf", type=positive_int, default=None, help="discriminator width; seed: 64")
     model.add_argument("--num-upsampling-layers", choices=("normal", "more", "most"), default="normal")
+    model.add_argument("--spade-hidden", type=positive_int, default=None,
+                       help="channels of each SPADE layer's shared embedding; seed: 128")
     model.add_argument("--n-layers-d", type=positive_int, default=4, help="layers per PatchGAN")
     model.add_argument("--num-d", type=positive_int, default=2, help="discriminator scales")
     model.add_argument("--init-type", choices=INIT_TYPES, default="as-run",
@@ -94,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     losses.add_argument("--gan-mode", choices=("hinge", "original", "ls", "w"), default="hinge")
     losses.add_argument("--lambda-feat", type=non_negative_float, default=10.0, help="feature matching")
     losses.add_argument("--lambda-vgg", type=non_negative_float, default=10.0, help="VGG19 perceptual loss")
+    losses.add_argument("--lambda-l1", type=non_negative_float, default=None,
+                        help="L1 between the fake and the real frame (pix2pix's reconstruction term; not in the "
+                        "seed, which is 0); seed: 0")
     losses.add_argument("--lambda-heatmap", type=non_negative_float, default=100.0, help="NADS-Net heatmap MSE")
     losses.add_argument("--lambda-paf", type=non_negative_float, default=100.0, help="NADS-Net PAF MSE")
     losses.add_argument("--lambda-seatbelt", type=non_negative_float, default=1.0, help="NADS-Net seatbelt Dice-BCE")
@@ -102,12 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     losses.add_argument("--vgg-weights", default="auto",
                         help="torchvision VGG19 ImageNet weights: a file, or 'auto' = torch's cache "
                         "(<torch hub dir>/checkpoints/vgg19-dcbb9e9d.pth); without them the VGG term is off")
+    losses.add_argument("--judge-weights", type=Path, default=None,
+                        help="a NADS-Net trained on real frames only that never guided this generator: at every "
+                        "saved epoch it judges the generator's pose faithfulness on held-out poses (gan_metrics.jsonl)")
+    losses.add_argument("--judge-annotations", type=Path, default=None,
+                        help="the held-out poses for --judge-weights (frames and masks from --valid-images-dir / "
+                        "--valid-masks-dir); default: --valid-annotations")
     losses.add_argument("--nadsnet-weights", default="auto",
                         help="frozen NADS-Net for the guidance losses: a file (this project's or the seed's), "
                         "'auto' = <checkpoints-dir>/nadsnet_best.pth if it exists, or 'none'")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=positive_float, default=0.0002, help="base learning rate (TTUR: G lr/2, D 2 lr)")
+    optim.add_argument("--lr", type=positive_float, default=None,
+                       help="base learning rate (TTUR: G lr/2, D 2 lr); seed: 0.0002")
     optim.add_argument("--beta1", type=adam_beta, default=0.0, help="Adam beta1, with and without TTUR (SPEC 9)")
     optim.add_argument("--beta2", type=adam_beta, default=0.9, help="Adam beta2, with and without TTUR (SPEC 9)")
     optim.add_argument("--no-ttur", action="store_true", help="same lr for G and D (no two time-scale update rule)")
@@ -129,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def generator_flags(config: dict[str, Any]) -> str:
     """The flags that build a generator of this configuration (for error hints)."""
     flags = f"--ngf {config['ngf']}"
+    if config.get("spade_hidden", 128) != 128:
+        flags += f" --spade-hidden {config['spade_hidden']}"
     if config.get("num_upsampling_layers", "normal") != "normal":
         flags += f" --num-upsampling-layers {config['num_upsampling_layers']}"
     return flags + (f" --image-size {config['crop_size']}" if config.get("crop_size") else "")
@@ -174,7 +198,7 @@ def check_sizes(options: argparse.Namespace) -> None:
 def smallest_generator_batch(options: argparse.Namespace) -> int:
     """The fewest samples the generator's batch norms can normalise in training mode
     (batch x smallest map > 1), computed from its shapes at --image-size."""
-    config = generator_config(options.ngf, options.image_size, options.num_upsampling_layers)
+    config = generator_config(options.ngf, options.image_size, options.num_upsampling_layers, options.spade_hidden)
     area = normalised_map_areas(lambda: build_generator(config), (SEMANTIC_CHANNELS, options.image_size, options.image_size))
     return 1 if area["batch_norm"] != 1 else 2
 
@@ -187,4 +211,5 @@ def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None 
         raise OptionError("--niter / --niter-decay", "at least one epoch in all is needed")
     check_sizes(options)
     check_devices(options)
+    check_batch_split(options)
     return options, messages

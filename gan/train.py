@@ -17,13 +17,16 @@ import torch
 from common.cli import run_script
 from common.dataset import PoseDataset, make_loader, validated_dataset
 from common.devices import Placement, place_networks
+from common.distributed import SINGLE_PROCESS
 from common.errors import DataError
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config, load_nadsnet
 from common.models.init import init_weights
 from common.models.losses import VGGLoss
+from common.presets import prepare_data
 from common.run import Run, RunSpec
 from common.sampling import ResumableSampler
 from gan.checkpoint import GANCheckpoint
+from gan.faithfulness import Faithfulness, load_judge
 from gan.model import GANModel, LossWeights
 from gan.options import parse_options, smallest_generator_batch
 from gan.trainer import GANTrainer
@@ -45,16 +48,20 @@ TRAIN_STATE = SPEC.state_file
 def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
     """Run the whole training; returns the model (its networks hold the final weights)."""
     run = Run(options, SPEC, messages)
-    devices = place_networks(options, run.log)
-    loader = build_loader(options, load_training_data(options, run.log), devices.gan, run.log)
+    prepare_data(options, run.log, run.check_stop)
+    devices = place_networks(options, run.log, run.job)
+    run.settings["devices"] = f"GAN {devices.gan}, NADS-Net {devices.nadsnet}"
+    loader = build_loader(options, load_training_data(options, run.log), devices.gan, run.log, run.job)
     run.check_stop()
     model, configs = build_model(options, devices, run.log)
+    model.distribute(run.job)
     trainer = GANTrainer.from_options(options, model)
-    visualizer = GANVisualizer(options.checkpoints_dir / "web", enabled=not options.no_html)
+    visualizer = GANVisualizer(options.checkpoints_dir / "web", enabled=not options.no_html and run.is_writer)
+    judge = build_judge(options, devices, run.log)
     checkpoint = GANCheckpoint(model, trainer, visualizer, configs, options.batch_size,
                                options.keep_epoch_checkpoints, options.which_epoch)
     epochs = options.niter + options.niter_decay
-    run.log.info(f"{len(loader.dataset)} training images, {loader.sampler.batches_per_epoch()} batches of up to "
+    run.log.info(f"{len(loader.dataset)} training images, {loader.batch_sampler.batches_per_epoch()} batches of up to "
                  f"{options.batch_size} per epoch, {epochs} epochs")
 
     with run.session(checkpoint, epochs):
@@ -68,6 +75,8 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
                     show(run, losses, visualizer, trainer, options.display_freq)
             run.log.info(f"end of epoch {epoch}/{epochs} (lr {lr:.6g}), {run.elapsed():.0f} s so far")
             due = epoch % options.save_epoch_freq == 0 or epoch == epochs
+            if due and judge is not None:
+                report_faithfulness(run, visualizer, judge.measure(model.netG))
             run.end_epoch(save=due, epoch_label=str(epoch) if due else None)
     run.finish(f"pictures: {options.checkpoints_dir / 'web' / 'index.html'}")
     return model
@@ -82,6 +91,36 @@ def show(run: Run, losses: dict[str, torch.Tensor], visualizer: GANVisualizer, t
         visualizer.display(run.progress.epoch, run.progress.total_iterations, *trainer.display_images())
 
 
+def build_judge(options: argparse.Namespace, devices: Placement, log) -> Faithfulness | None:
+    """--judge-weights: the judge of pose faithfulness on --judge-annotations (gan.faithfulness)."""
+    if options.judge_weights is None:
+        return None
+    guidance = Path(options.nadsnet_weights) if options.nadsnet_weights not in (None, "", "none", "auto") else \
+        options.checkpoints_dir / "nadsnet_best.pth"
+    judge, config = load_judge(options.judge_weights, guidance, devices.nadsnet)
+    annotations = options.judge_annotations or options.valid_annotations
+    held_out = validated_dataset(log, annotations, options.valid_images_dir, options.valid_masks_dir,
+                                 image_size=config["image_size"])
+    log.info(f"pose faithfulness judged by {options.judge_weights} on {len(held_out)} held-out frames of {annotations}")
+    return Faithfulness(judge, held_out, devices.nadsnet, num_workers=options.num_workers)
+
+
+def report_faithfulness(run: Run, visualizer: GANVisualizer, measured: dict) -> None:
+    """One line of gan_metrics.jsonl, a log line and the page's line."""
+    epoch = run.progress.epoch
+    run.write_metrics({"epoch": epoch, "iteration": run.progress.total_iterations, **measured})
+
+    def shown(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    line = (f"epoch {epoch}, iteration {run.progress.total_iterations}: pose faithfulness "
+            f"{shown(measured['faithfulness'])} (arms {shown(measured['faithfulness_arms'])}; judge's PCKt@0.2 "
+            f"{shown(measured['generated_pckt'])} on generated / {shown(measured['real_pckt'])} on real frames, "
+            f"seatbelt IoU {shown(measured['generated_seatbelt_iou'])})")
+    run.log.info(line)
+    visualizer.metrics_lines = [line] + visualizer.metrics_lines[:9]
+
+
 def load_training_data(options: argparse.Namespace, log) -> PoseDataset:
     """The training set, validated before anything is written (one line naming the file, the
     record and the field on any problem); warnings become log lines."""
@@ -93,23 +132,25 @@ def load_training_data(options: argparse.Namespace, log) -> PoseDataset:
     return dataset
 
 
-def build_loader(options: argparse.Namespace, dataset: PoseDataset, device: torch.device, log):
+def build_loader(options: argparse.Namespace, dataset: PoseDataset, device: torch.device, log, job=SINGLE_PROCESS):
     """The seed's GAN loader: shuffled, the last incomplete batch kept (SPEC 9), except one too
-    small for the generator's batch norms (then it is left out, with a note)."""
+    small for the generator's batch norms or one the job's processes cannot share evenly (then
+    it is left out, with a note). Each process loads its share of every batch."""
     smallest = smallest_generator_batch(options)
     sampler = ResumableSampler(len(dataset), options.batch_size, seed=options.seed, shuffle=True, drop_last=False,
-                               smallest_batch=smallest)
+                               smallest_batch=smallest, rank=job.rank, world_size=job.world_size)
     if sampler.drop_last:
         log.info(f"note: the last batch of each epoch ({len(dataset) % options.batch_size} sample(s)) is left out: the "
-              f"generator's batch norms need at least {smallest} samples at --image-size {options.image_size}")
+                 f"generator's batch norms need at least {smallest} samples at --image-size {options.image_size}, "
+                 f"and the job's {job.world_size} process(es) must share it evenly")
     return make_loader(dataset, sampler, options.num_workers, device)
 
 
 def build_model(options: argparse.Namespace, devices: Placement, log) -> tuple[GANModel, dict[str, dict]]:
     """G, D (freshly initialised with the run's seed, SPEC 7), VGG and the NADS-Net guidance."""
     torch.manual_seed(options.seed)
-    configs = {"generator": dict(generator_config(options.ngf, options.image_size, options.num_upsampling_layers),
-                                 image_range=options.image_range),
+    configs = {"generator": dict(generator_config(options.ngf, options.image_size, options.num_upsampling_layers,
+                                                  options.spade_hidden), image_range=options.image_range),
                "discriminator": discriminator_config(options.ndf, options.n_layers_d, options.num_d)}
     generator = build_generator(configs["generator"])
     discriminator = build_discriminator(configs["discriminator"])
@@ -117,7 +158,8 @@ def build_model(options: argparse.Namespace, devices: Placement, log) -> tuple[G
     init_weights(generator, options.init_type, options.init_gain)
     init_weights(discriminator, options.init_type, options.init_gain)
     weights = LossWeights(feat=options.lambda_feat, vgg=options.lambda_vgg, heatmap=options.lambda_heatmap,
-                          paf=options.lambda_paf, seatbelt=options.lambda_seatbelt, use_feat=not options.no_ganfeat_loss)
+                          paf=options.lambda_paf, seatbelt=options.lambda_seatbelt, use_feat=not options.no_ganfeat_loss,
+                          l1=options.lambda_l1)
     model = GANModel(generator, discriminator, gan_mode=options.gan_mode, weights=weights, vgg_loss=build_vgg(options, log),
                      nadsnet=build_guidance(options, devices, log), image_range=options.image_range,
                      gan_device=devices.gan, nadsnet_device=devices.nadsnet)
@@ -150,8 +192,10 @@ def build_guidance(options: argparse.Namespace, devices: Placement, log) -> torc
                  f"`python train_nadsnet.py --gan-fraction 0` (it writes {options.checkpoints_dir / 'nadsnet_best.pth'}) "
                  "or pass --nadsnet-weights PATH.")
         return None
-    nadsnet, _ = load_nadsnet(path, devices.nadsnet, image_size=options.image_size)
-    log.info(f"NADS-Net guidance: {path}")
+    nadsnet, config = load_nadsnet(path, devices.nadsnet)
+    resized = "" if config["image_size"] == options.image_size else \
+        f" (a {config['image_size']} px NADS-Net: frames are resized to its input)"
+    log.info(f"NADS-Net guidance: {path}{resized}")
     return nadsnet
 
 

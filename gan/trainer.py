@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from common.devices import autocast_context
+from common.distributed import any_process
 from common.errors import NonFiniteLossError
 from gan.model import GANModel
 
@@ -76,12 +77,14 @@ class GANTrainer:
 
     @staticmethod
     def check_finite(losses: dict[str, torch.Tensor], network: str = "") -> None:
-        """Raise NonFiniteLossError (before any backward or update) when a term is NaN/inf.
-        One device sync for all the terms; the names are looked up only on failure."""
+        """Raise NonFiniteLossError (before any backward or update) when a term is NaN/inf, here
+        or on any other process of the job. One device sync for all the terms; the names are
+        looked up only on failure."""
         values = torch.stack([value.detach().float() for value in losses.values()])
-        if not bool(torch.isfinite(values).all()):
+        bad_here = not bool(torch.isfinite(values).all())
+        if any_process(bad_here):  # every process of a job skips or stops at the same step
             bad = tuple(name for name, value in losses.items() if not math.isfinite(float(value.detach())))
-            shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
+            shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad) or "on another process"
             step = f" in the {network} step" if network else ""
             raise NonFiniteLossError(f"non-finite loss term(s) {shown}{step}", terms=tuple(bad), network=network)
 

@@ -22,18 +22,15 @@ spectral-norm vectors (`common.models.normalization.frozen_norm_statistics`), or
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from common.augment import CANVAS_GREY_PIXEL, geometric_augment
-from common.devices import autocast_context
-from common.imaging import gan_to_imagenet, imagenet_value_of
-from common.maps import gan_input, nadsnet_targets
-from common.models.normalization import frozen_norm_statistics
+from common.imaging import imagenet_value_of
+from common.maps import nadsnet_targets
+from common.rendering import GeneratedSamples
 from common.sampling import epoch_generator
 
 # Stream 0 of common.sampling.epoch_generator is the data order; geometric draws use 1 + batch index.
@@ -80,51 +77,6 @@ class TrainingBatch:
     generated: torch.Tensor
 
 
-class GeneratedSamples:
-    """Renders frames in given poses with a trained SPADE generator, leaving the generator unchanged.
-
-    Args:
-        generator: SPADEGenerator (moved to `device`); its parameters are frozen here.
-        device: the generator's device.
-        image_range: 'converted' (outputs become ImageNet-normalised) or 'seed' (kept in [-1, 1],
-            as the seed fed them to NADS-Net): train_nadsnet.py's own --image-range, never taken
-            from the generator's file.
-        eval_mode: True -> eval mode (running statistics); False -> batch statistics with the
-            stored statistics untouched.
-        amp: 'off' | 'bf16' | 'fp16' autocast for the generator.
-    """
-
-    def __init__(
-        self,
-        generator: nn.Module,
-        device: torch.device | str,
-        image_range: str = "converted",
-        eval_mode: bool = False,
-        amp: str = "off",
-    ):
-        if image_range not in ("converted", "seed"):
-            raise ValueError(f"image_range must be 'converted' or 'seed', got {image_range!r}")
-        self.device = torch.device(device)
-        self.generator = generator.to(self.device)
-        for parameter in self.generator.parameters():
-            parameter.requires_grad_(False)
-        self.generator.train(not eval_mode)
-        self.image_range = image_range
-        self.eval_mode = eval_mode
-        self.amp = amp
-
-    @torch.no_grad()
-    def render(self, keypoints: torch.Tensor, seatbelt: torch.Tensor, image_size: int) -> torch.Tensor:
-        """keypoints (n, P, 9, 2) input pixels, seatbelt (n, 1, S, S) -> images (n, 3, S, S)
-        float32 on the generator's device, ImageNet-normalised (or [-1, 1] for 'seed')."""
-        semantics = gan_input(keypoints.to(self.device), seatbelt.to(self.device), image_size)
-        statistics = nullcontext() if self.eval_mode else frozen_norm_statistics(self.generator)
-        with statistics, autocast_context(self.device, self.amp):
-            fake = self.generator(semantics)
-        fake = fake.float()
-        return gan_to_imagenet(fake) if self.image_range == "converted" else fake
-
-
 def build_training_batch(
     batch: dict[str, Any],
     num_generated: int,
@@ -132,6 +84,10 @@ def build_training_batch(
     device: torch.device | str,
     include_background: bool,
     augment_generator: torch.Generator | None,
+    first_sample: int = 0,
+    global_batch: int | None = None,
+    generator_runs: bool | None = None,
+    smallest_tenths: int = 3,
 ) -> TrainingBatch:
     """Turn a collated PoseDataset batch into what NADS-Net trains on (see the module docstring).
 
@@ -141,6 +97,12 @@ def build_training_batch(
     device: NADS-Net's device.
     augment_generator: CPU generator of the geometric augmentation (`geometric_generator`),
         or None to skip it (validation pictures, tests).
+    first_sample, global_batch: this batch is samples first_sample.. of a global batch of
+        `global_batch` (one process's share in a distributed job; common.sampling).
+    smallest_tenths: the geometric augmentation's smallest scale in tenths (the seed's 0.3).
+    generator_runs: whether the generator runs for this batch (default: num_generated > 0). In a
+        distributed job it runs on every process whenever the global batch has generated samples,
+        on an empty share too, since its batch norms gather statistics over all processes.
     """
     device = torch.device(device)
     non_blocking = device.type == "cuda"
@@ -154,7 +116,7 @@ def build_training_batch(
     generated = torch.zeros(batch_size, dtype=torch.bool)
     generated[:num_generated] = True
     label_keypoints = keypoints
-    if num_generated > 0:
+    if num_generated > 0 if generator_runs is None else generator_runs:
         if generated_samples is None:
             raise ValueError("generated samples were asked for, but no generator is loaded")
         augmented = batch["augmented_keypoints"]
@@ -165,7 +127,8 @@ def build_training_batch(
     heatmaps, pafs = nadsnet_targets(label_keypoints.to(device, non_blocking=non_blocking), size, include_background)
     if augment_generator is not None:
         fill = imagenet_value_of(CANVAS_GREY_PIXEL)
-        images, seatbelt, heatmaps, pafs = geometric_augment(images, seatbelt, heatmaps, pafs, augment_generator, fill)
+        images, seatbelt, heatmaps, pafs = geometric_augment(images, seatbelt, heatmaps, pafs, augment_generator, fill,
+                                                             first_sample, global_batch, smallest_tenths)
     return TrainingBatch(images, seatbelt, heatmaps, pafs, label_keypoints, generated)
 
 
@@ -173,26 +136,35 @@ class BatchRecipe:
     """SPEC 10 for one run: which samples of a batch are generated, and with which draws.
 
     Args:
-        batch_size, gan_fraction: how many samples of each batch are generated (`generated_count`).
+        batch_size, gan_fraction: how many samples of each global batch are generated
+            (`generated_count`: the first ones of the global batch).
         generated_samples: the generator, or None with gan_fraction 0.
         device: NADS-Net's device.
         include_background: a 10th heatmap channel in the targets.
         seed: the run's seed (the geometric augmentation's draws depend on it, the epoch and the batch).
+        rank, world_size: this process's share of each global batch (common.sampling).
+        smallest_scale: the geometric augmentation's smallest scale (SPEC 6: 0.3).
     """
 
     def __init__(self, batch_size: int, gan_fraction: float, generated_samples: GeneratedSamples | None,
-                 device: torch.device, include_background: bool, seed: int):
+                 device: torch.device, include_background: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 smallest_scale: float = 0.3):
         self.batch_size, self.gan_fraction = batch_size, gan_fraction
         self.generated_samples = generated_samples
         self.device = device
         self.include_background = include_background
         self.seed = seed
+        self.share = batch_size // world_size
+        self.first_sample = rank * self.share
+        self.smallest_tenths = round(smallest_scale * 10)
 
     def geometric(self, epoch: int, batch_index: int) -> torch.Generator:
         return geometric_generator(self.seed, epoch, batch_index)
 
     def build(self, batch: dict[str, Any], epoch: int, batch_index: int) -> TrainingBatch:
-        """The TrainingBatch of batch `batch_index` (0-based) of `epoch`."""
-        count = generated_count(self.batch_size, self.gan_fraction, batch_index)
-        return build_training_batch(batch, count, self.generated_samples, self.device, self.include_background,
-                                    self.geometric(epoch, batch_index))
+        """The TrainingBatch of (this process's share of) batch `batch_index` (0-based) of `epoch`."""
+        generated = generated_count(self.batch_size, self.gan_fraction, batch_index)
+        local = min(max(generated - self.first_sample, 0), batch["image"].shape[0])
+        return build_training_batch(batch, local, self.generated_samples, self.device, self.include_background,
+                                    self.geometric(epoch, batch_index), self.first_sample, self.batch_size,
+                                    generator_runs=generated > 0, smallest_tenths=self.smallest_tenths)

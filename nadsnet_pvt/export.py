@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from common.cli import OneLineParser, run_script
-from common.errors import CheckpointError, OptionError, first_line
+from common.errors import OptionError, first_line
 from common.files import write_atomic
 from common.models.factory import load_nadsnet
 from common.options import image_size_value

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 from common.cli import OneLineParser
@@ -21,6 +20,7 @@ from common.options import (
     add_shared_options,
     adam_beta,
     apply_preset,
+    check_batch_split,
     check_devices,
     fraction,
     non_negative_float,
@@ -29,23 +29,47 @@ from common.options import (
     positive_int,
 )
 from common.pose import NUM_KEYPOINTS
-from common.presets import PRESET_IMAGE_SIZE
+from common.presets import NADSNET_IMAGE_SIZE
 
 # The seed's settings (SPEC 9, 10).
 SEED_PRESET = dict(
-    image_size=PRESET_IMAGE_SIZE["seed"],
+    image_size=NADSNET_IMAGE_SIZE["seed"],
+    fpn_channels=256,
+    head_channels=128,
     batch_size=4,
     epochs=100,
+    optimizer="sgd",
+    lr=1e-5,
+    weight_decay=5e-7,
+    seatbelt_weight=500.0,
+    heatmap_weight=1.0,
+    smallest_scale=0.3,
+    gan_fraction=0.5,
     print_freq=0,
     save_latest_freq=500,
 )
 
-# A few minutes on a 2-core CPU on data_sample/ (24 training frames: 6 batches of 4 per epoch,
-# about 5 s per epoch with the generated half).
+# Learns on a 2-core CPU in about 12 minutes (README "Quick start"): 128 px, narrow FPN and
+# heads (at the seed's widths the heads are 85 % of NADS-Net's cost), AdamW with heatmaps and
+# seatbelt weighted to learn together, batches of 4, on the preset's synthetic set, samples
+# shown at full size (the seed's shrinking to 0.3 leaves people of a few output cells at
+# 128 px, and nothing is learnt in this time). The seed's SGD at lr 1e-5 learns nothing here.
+# One sample in four is generated, not two: the cpu preset's generator (300 iterations at
+# 64 px) renders arms faintly, and with half of every batch generated NADS-Net reached only
+# PCKt@0.2 0.54 (arms 0.32) in 5 epochs, against 0.6 (arms 0.4) after 3 with a quarter.
 CPU_PRESET = dict(
-    image_size=PRESET_IMAGE_SIZE["cpu"],
+    image_size=NADSNET_IMAGE_SIZE["cpu"],
+    fpn_channels=64,
+    head_channels=32,
     batch_size=4,
-    epochs=20,
+    epochs=5,
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=1e-2,
+    seatbelt_weight=100.0,
+    heatmap_weight=10.0,
+    smallest_scale=1.0,
+    gan_fraction=0.25,
     print_freq=0,
     save_latest_freq=500,
 )
@@ -65,17 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                                help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
                                "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
     data = groups["data"]
-    data.add_argument("--valid-images-dir", type=Path, default=None, help="validation frames (default: --images-dir)")
-    data.add_argument("--valid-masks-dir", type=Path, default=None, help="validation seatbelt masks (default: --masks-dir)")
     data.add_argument("--arm-augment", choices=("none", "slightly", "highly"), default="slightly",
                       help="how the generated samples' arm poses are changed (SPEC 5)")
+    data.add_argument("--smallest-scale", type=_scale, default=None,
+                      help="the geometric augmentation shrinks each sample to a scale from this to 1.0 per axis, "
+                      "in steps of 0.1; seed: 0.3")
     data.add_argument("--include-background", action="store_true",
                       help="a 10th heatmap channel: the background, 1 - max of the keypoint channels")
+    network = parser.add_argument_group("network")
+    network.add_argument("--fpn-channels", type=positive_int, default=None, help="the FPN's width; seed: 256")
+    network.add_argument("--head-channels", type=positive_int, default=None,
+                         help="each pyramid level's width in the three heads (4x that fused); seed: 128")
 
     gan = parser.add_argument_group("generated samples")
-    gan.add_argument("--gan-fraction", type=fraction, default=0.5,
+    gan.add_argument("--gan-fraction", type=fraction, default=None,
                      help="fraction of every batch rendered by the generator (the first samples); "
-                     "0 = plain training, no generator needed")
+                     "0 = plain training, no generator needed; seed: 0.5")
     gan.add_argument("--generator-weights", default="auto",
                      help="the SPADE generator (configuration read from the .json beside it; seed files use "
                      "the seed's configuration); 'auto' = <checkpoints-dir>/latest_net_G.pth")
@@ -85,9 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=positive_int, default=None, help="seed: 100")
-    optim.add_argument("--lr", type=positive_float, default=1e-5, help="SGD learning rate")
+    optim.add_argument("--optimizer", choices=("sgd", "adamw"), default=None, help="seed: sgd")
+    optim.add_argument("--lr", type=positive_float, default=None, help="learning rate; seed: 1e-5")
     optim.add_argument("--momentum", type=adam_beta, default=0.9, help="SGD momentum (no Nesterov)")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-7)
+    optim.add_argument("--weight-decay", type=non_negative_float, default=None, help="seed: 5e-7")
+    optim.add_argument("--seatbelt-weight", type=non_negative_float, default=None,
+                       help="weight of the seatbelt Dice-BCE in the loss; seed: 500")
+    optim.add_argument("--heatmap-weight", type=non_negative_float, default=None,
+                       help="weight of the heatmap SSE / B in the loss; seed: 1")
     optim.add_argument("--lr-schedule", choices=("metric-based", "fixed"), default="metric-based",
                        help="metric-based: ReduceLROnPlateau on the validation loss (factor 0.8, patience 4, "
                        "threshold 1e-4 relative); fixed: StepLR (step 20 epochs, gamma 0.8)")
@@ -97,10 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _scale(text: str) -> float:
+    value = fraction(text)
+    if value < 0.1 or abs(value * 10 - round(value * 10)) > 1e-9:
+        raise argparse.ArgumentTypeError(f"expected one of 0.1, 0.2, ..., 1.0, got {text}")
+    return value
+
+
 def nadsnet_flags(config: dict[str, Any]) -> str:
     """The flags that build a NADS-Net of this configuration (for error hints)."""
     background = " --include-background" if config.get("num_heatmaps") == NUM_KEYPOINTS + 1 else ""
-    return f"--image-size {config['image_size']}{background}"
+    widths = f" --fpn-channels {config.get('fpn_channels', 256)} --head-channels {config.get('head_channels', 128)}"
+    return f"--image-size {config['image_size']}{background}{widths}"
 
 
 def check_generated_batch(options: argparse.Namespace) -> None:
@@ -128,8 +170,7 @@ def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None 
     """Parse, fill from the preset, and refuse what cannot work (OptionError, exit code 2)."""
     options = build_parser().parse_args(argv)
     messages = apply_preset(options, PRESETS, gpu_available)
-    options.valid_images_dir = options.valid_images_dir or options.images_dir
-    options.valid_masks_dir = options.valid_masks_dir or options.masks_dir
     check_generated_batch(options)
     check_devices(options)
+    check_batch_split(options)
     return options, messages

@@ -28,7 +28,6 @@ one line naming it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -38,13 +37,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from common.cli import OneLineParser, run_script
-from common.dataset import IMAGE_EXTENSIONS, PERSON_LABEL, DataError, image_header_size, load_image
+from common.dataset import IMAGE_EXTENSIONS, PERSON_LABEL, DataError, annotation_file_text, image_header_size, load_image
 from common.devices import parse_device
-from common.errors import CheckpointError, OptionError
+from common.errors import OptionError
 from common.files import write_text_atomic
 from common.models.factory import load_nadsnet
 from common.options import image_size_value, positive_int
@@ -190,11 +188,7 @@ def write_frame_outputs(out: Path, frame: Frame, people: People, seatbelt: torch
 
 def format_predictions(annotations: Sequence[dict], images: Sequence[dict], info: dict) -> str:
     """The predictions file's text: the seed's layout, one annotation (and one image) per line."""
-
-    def block(records: Sequence[dict]) -> str:
-        return "[\n" + ",\n".join(json.dumps(record) for record in records) + "\n]" if records else "[]"
-
-    return f'{{"annotations": {block(annotations)},\n"images": {block(images)},\n"info": {json.dumps(info)}}}\n'
+    return annotation_file_text(annotations, images=list(images), info=info)
 
 
 def _predict_batch(

@@ -20,12 +20,15 @@ import torch
 from common.cli import run_script
 from common.dataset import PoseDataset, make_loader, validated_dataset
 from common.devices import place_networks
+from common.distributed import SINGLE_PROCESS, sum_over_processes
 from common.errors import CheckpointError, DataError
 from common.models.factory import build_nadsnet, describe_state_dict, load_generator
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
+from common.presets import prepare_data
 from common.run import Run, RunSpec
 from common.sampling import ResumableSampler
-from nadsnet_pvt.batch import BatchRecipe, GeneratedSamples
+from common.rendering import GeneratedSamples
+from nadsnet_pvt.batch import BatchRecipe
 from nadsnet_pvt.checkpoint import BEST_WEIGHTS, NADSNetCheckpoint
 from nadsnet_pvt.evaluate import Evaluation, evaluate
 from nadsnet_pvt.metrics import format_keypoint_table
@@ -51,15 +54,21 @@ METRIC_NAMES = ("pck5", "pck10", "pckt", "pckt_arms", "seatbelt_iou", "seatbelt_
 def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Module:
     """Run the whole training; returns NADS-Net with its final weights."""
     run = Run(options, SPEC, messages)
-    devices = place_networks(options, run.log, generator_used=options.gan_fraction > 0)
-    train_loader, valid_loader = build_loaders(options, *load_datasets(options, run.log), devices.nadsnet)
+    prepare_data(options, run.log, run.check_stop)
+    devices = place_networks(options, run.log, run.job, generator_used=options.gan_fraction > 0)
+    run.settings["devices"] = f"GAN {devices.gan}, NADS-Net {devices.nadsnet}"
+    train_loader, valid_loader = build_loaders(options, *load_datasets(options, run.log), devices.nadsnet, run.job)
     run.check_stop()
     net, config = build_network(options, devices.nadsnet, run.log)
-    recipe = BatchRecipe(options.batch_size, options.gan_fraction, build_generated_samples(options, devices.gan, run.log),
-                         devices.nadsnet, options.include_background, options.seed)
-    trainer = NADSNetTrainer(net, devices.nadsnet, lr=options.lr, momentum=options.momentum,
-                             weight_decay=options.weight_decay, schedule=options.lr_schedule, amp=options.amp)
-    visualizer = NADSNetVisualizer(options.checkpoints_dir / "web", enabled=not options.no_html)
+    generated_samples = build_generated_samples(options, devices.gan, run.log)
+    if generated_samples is not None:
+        generated_samples.distribute(run.job)
+    recipe = BatchRecipe(options.batch_size, options.gan_fraction, generated_samples, devices.nadsnet,
+                         options.include_background, options.seed, run.job.rank, run.job.world_size,
+                         options.smallest_scale)
+    trainer = NADSNetTrainer.from_options(options, net, devices.nadsnet)
+    trainer.distribute(run.job)
+    visualizer = NADSNetVisualizer(options.checkpoints_dir / "web", enabled=not options.no_html and run.is_writer)
     checkpoint = NADSNetCheckpoint(net, config, trainer, visualizer)
 
     with run.session(checkpoint, options.epochs):
@@ -70,15 +79,17 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
                     run.record(trainer.train_step(training_batch))
                     visualizer.training_batch(epoch, training_batch, recipe, first=run.batch_index == 0)
             with run.validating():
-                validation = evaluate(net, valid_loader, options.image_size, options.include_background,
-                                      devices.nadsnet, options.amp, on_batch=picture_taker(visualizer, epoch, options))
+                validation = evaluate(net, valid_loader, options.image_size, options.include_background, devices.nadsnet,
+                                      options.amp, on_batch=picture_taker(visualizer, epoch, options),
+                                      reduce=sum_over_processes if run.job.distributed else None)
             if checkpoint.is_best(epoch, validation.losses["total"]) and run.is_writer:
                 checkpoint.save_best(options.checkpoints_dir)
             lr, next_lr = trainer.lr, trainer.end_epoch(validation.losses["total"])
             report_epoch(run, visualizer, checkpoint, validation, lr, next_lr)
             run.end_epoch(save=True)
-    run.finish(f"best validation loss {checkpoint.best_loss:.4g} at epoch {checkpoint.best_epoch} "
-               f"({options.checkpoints_dir / BEST_WEIGHTS}); pictures: {options.checkpoints_dir / 'web' / 'nadsnet.html'}")
+    best = (f"best validation loss {checkpoint.best_loss:.4g} at epoch {checkpoint.best_epoch} "
+            f"({options.checkpoints_dir / BEST_WEIGHTS})" if checkpoint.best_epoch else "no validation yet")
+    run.finish(f"{best}; pictures: {options.checkpoints_dir / 'web' / 'nadsnet.html'}")
     return net
 
 
@@ -157,11 +168,18 @@ def load_datasets(options: argparse.Namespace, log) -> tuple[PoseDataset, PoseDa
     return train_set, valid_set
 
 
-def build_loaders(options: argparse.Namespace, train_set: PoseDataset, valid_set: PoseDataset, device: torch.device):
+def build_loaders(options: argparse.Namespace, train_set: PoseDataset, valid_set: PoseDataset, device: torch.device,
+                  job=SINGLE_PROCESS):
     """Training batches shuffled, the last incomplete one dropped (the seed's NADS-Net loader);
-    validation in file order, every sample."""
-    train_sampler = ResumableSampler(len(train_set), options.batch_size, seed=options.seed, shuffle=True, drop_last=True)
-    valid_sampler = ResumableSampler(len(valid_set), options.batch_size, seed=options.seed, shuffle=False, drop_last=False)
+    validation in file order, every sample. Each process loads its share of every batch (its
+    validation counts are summed over the processes)."""
+    if len(valid_set) < job.world_size:
+        raise DataError(f"{options.valid_annotations}: {len(valid_set)} image(s), fewer than the job's "
+                        f"{job.world_size} processes")
+    train_sampler = ResumableSampler(len(train_set), options.batch_size, seed=options.seed, shuffle=True, drop_last=True,
+                                     rank=job.rank, world_size=job.world_size)
+    valid_sampler = ResumableSampler(len(valid_set), options.batch_size, seed=options.seed, shuffle=False, drop_last=False,
+                                     rank=job.rank, world_size=job.world_size, even=False)
     return (make_loader(train_set, train_sampler, options.num_workers, device),
             make_loader(valid_set, valid_sampler, options.num_workers, device))
 
@@ -169,7 +187,8 @@ def build_loaders(options: argparse.Namespace, train_set: PoseDataset, valid_set
 def nadsnet_config(options: argparse.Namespace) -> dict[str, Any]:
     return {"network": "NADSNet", "num_heatmaps": NUM_KEYPOINTS + int(options.include_background),
             "num_pafs": NUM_PAF_CHANNELS, "seatbelt": True, "image_size": options.image_size,
-            "backbone": "pvt_tiny", "fpn": "seed"}
+            "backbone": "pvt_tiny", "fpn": "seed", "fpn_channels": options.fpn_channels,
+            "head_channels": options.head_channels}
 
 
 def build_network(options: argparse.Namespace, device: torch.device, log) -> tuple[torch.nn.Module, dict]:
@@ -212,12 +231,10 @@ def build_generated_samples(options: argparse.Namespace, device: torch.device, l
         raise CheckpointError(f"no generator at {path}: train one with `python train_gan.py` (it writes latest_net_G.pth), "
                               "pass --generator-weights PATH, or use --gan-fraction 0 for plain training")
     generator, config = load_generator(path, device)
-    if int(config["crop_size"]) != options.image_size:
-        raise CheckpointError(f"{path} renders {config['crop_size']} px frames but this run uses --image-size "
-                              f"{options.image_size}; use --image-size {config['crop_size']} (or the matching --preset)")
+    resized = "" if int(config["crop_size"]) == options.image_size else f", resized to {options.image_size} px"
     mode = "eval mode (running statistics)" if options.generator_eval else "batch statistics (stored statistics kept)"
     fed = "converted to ImageNet normalisation" if options.image_range == "converted" else "fed in [-1, 1], as the seed did"
-    log.info(f"generator: {path} (ngf {config['ngf']}, {config['crop_size']} px, {mode}; outputs {fed})")
+    log.info(f"generator: {path} (ngf {config['ngf']}, {config['crop_size']} px{resized}, {mode}; outputs {fed})")
     return GeneratedSamples(generator, device, options.image_range, eval_mode=options.generator_eval, amp=options.amp)
 
 

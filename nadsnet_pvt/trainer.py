@@ -1,10 +1,12 @@
-"""NADS-Net's optimiser, learning-rate schedule, training step and validation step (SPEC 8, 9).
+"""NADS-Net's optimiser, learning-rate schedule and training step (SPEC 8, 9).
 
-SGD with momentum 0.9 (no Nesterov), lr 1e-5, weight decay 5e-7. Schedules:
+The seed's SGD with momentum 0.9 (no Nesterov), lr 1e-5, weight decay 5e-7; or AdamW (the cpu
+preset's, which learns in minutes where the seed's SGD needs days). Schedules:
 - 'metric-based': ReduceLROnPlateau on the total validation loss (factor 0.8, patience 4,
   threshold 1e-4 relative), stepped once per epoch after validation;
 - 'fixed': StepLR (step 20 epochs, gamma 0.8), stepped once per epoch.
-Loss: common.models.losses.nadsnet_loss, SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt).
+Loss: common.models.losses.nadsnet_loss, SSE(heatmaps)/B + SSE(PAFs)/B + w * DiceBCE(seatbelt),
+w = 500 as in the seed (`seatbelt_weight`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.distributed import any_process
 from common.errors import NonFiniteLossError
 from common.models.losses import nadsnet_loss
 from nadsnet_pvt.evaluate import predict
@@ -34,7 +37,10 @@ class NADSNetTrainer:
     Args:
         net: NADSNet on `device`.
         device: NADS-Net's device.
-        lr, momentum, weight_decay: SGD settings.
+        lr, momentum, weight_decay: optimiser settings (momentum: SGD only).
+        optimizer: 'sgd' (the seed's) or 'adamw'.
+        seatbelt_weight: weight of the seatbelt Dice-BCE in the loss (the seed's 500).
+        heatmap_weight: weight of the heatmap SSE / B in the loss (the seed's 1).
         schedule: 'metric-based' or 'fixed' (see the module docstring).
         amp: 'off' | 'bf16' | 'fp16' autocast of the forward pass (losses in float32).
     A non-finite loss raises NonFiniteLossError before any update, with the network's buffers
@@ -50,6 +56,9 @@ class NADSNetTrainer:
         weight_decay: float = 5e-7,
         schedule: str = "metric-based",
         amp: str = "off",
+        optimizer: str = "sgd",
+        seatbelt_weight: float = 500.0,
+        heatmap_weight: float = 1.0,
     ):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -57,13 +66,43 @@ class NADSNetTrainer:
         self.device = torch.device(device)
         self.schedule = schedule
         self.amp = amp
-        self.optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.seatbelt_weight, self.heatmap_weight = seatbelt_weight, heatmap_weight
+        self.train_net: nn.Module = net  # DistributedDataParallel(net) in a distributed job
+        self.reducer = None  # global sums of the loss terms in a distributed job
+        trainable = [parameter for parameter in net.parameters() if parameter.requires_grad]
+        if optimizer == "sgd":  # the seed's
+            self.optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        elif optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if schedule == "metric-based":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", **PLATEAU)
         else:
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, **STEP)
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and self.device.type == "cuda")
+
+    @classmethod
+    def from_options(cls, options: Any, net: nn.Module, device: torch.device) -> "NADSNetTrainer":
+        """The optimiser, schedule and loss balance train_nadsnet.py's options describe."""
+        return cls(net, device, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay,
+                   schedule=options.lr_schedule, amp=options.amp, optimizer=options.optimizer,
+                   seatbelt_weight=options.seatbelt_weight, heatmap_weight=options.heatmap_weight)
+
+    def distribute(self, job) -> None:
+        """In a distributed job: NADS-Net trains through DistributedDataParallel, and its loss
+        terms are computed from sums over every process's samples (common.models.losses), so
+        that the averaged gradients are one process's on the global batch."""
+        if not job.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        from common.distributed_ops import global_sums
+
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        self.train_net = DistributedDataParallel(self.net, device_ids=device_ids)
+        self.reducer = global_sums
 
     @property
     def lr(self) -> float:
@@ -73,8 +112,10 @@ class NADSNetTrainer:
         self, images: torch.Tensor, seatbelt: torch.Tensor, heatmaps: torch.Tensor, pafs: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """Forward pass (under autocast) and the loss terms in float32; returns (losses, predictions)."""
-        predictions = predict(self.net, images, self.device, self.amp)
-        losses = nadsnet_loss(predictions.heatmaps, predictions.pafs, predictions.seatbelt, heatmaps, pafs, seatbelt)
+        predictions = predict(self.train_net, images, self.device, self.amp)
+        losses = nadsnet_loss(predictions.heatmaps, predictions.pafs, predictions.seatbelt, heatmaps, pafs, seatbelt,
+                              seatbelt_weight=self.seatbelt_weight, reducer=self.reducer,
+                              heatmap_weight=self.heatmap_weight)
         return losses, predictions
 
     @staticmethod
@@ -92,11 +133,11 @@ class NADSNetTrainer:
         buffers = [(buffer, buffer.detach().clone()) for buffer in self.net.buffers()]
         losses, _ = self.losses(batch.images, batch.seatbelt, batch.heatmaps, batch.pafs)
         bad = self.nonfinite_terms(losses)
-        if bad:
+        if any_process(bool(bad)):  # every process of a job skips or stops at the same step
             with torch.no_grad():
                 for buffer, saved in buffers:
                     buffer.copy_(saved)
-            shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad)
+            shown = ", ".join(f"{name} = {float(losses[name].detach())}" for name in bad) or "on another process"
             raise NonFiniteLossError(f"non-finite loss term(s) {shown}", tuple(bad), "NADS-Net")
         self.scaler.scale(losses["total"]).backward()
         self.scaler.step(self.optimizer)

@@ -55,6 +55,8 @@ CURVE_LABELS = {
     "dice": "seatbelt Dice loss",
     "pck5": "PCK@5",
     "pck10": "PCK@10",
+    "pckt": "PCKt@0.2",
+    "pckt_arms": "PCKt@0.2 arms",
     "seatbelt_iou": "seatbelt IoU",
     "seatbelt_dice": "seatbelt Dice",
 }
@@ -63,7 +65,8 @@ PLOTS = (
     ("nadsnet_total.png", "NADS-Net total loss (per epoch)", ("total",)),
     ("nadsnet_maps.png", "heatmap and PAF losses (per epoch)", ("heatmap", "paf")),
     ("nadsnet_seatbelt.png", "seatbelt losses (per epoch)", ("seatbelt", "dice")),
-    ("nadsnet_metrics.png", "validation metrics (per epoch)", ("pck5", "pck10", "seatbelt_iou", "seatbelt_dice")),
+    ("nadsnet_metrics.png", "validation metrics (per epoch)",
+     ("pckt", "pckt_arms", "pck5", "pck10", "seatbelt_iou", "seatbelt_dice")),
 )
 
 
@@ -93,7 +96,8 @@ def points_to_display(points: np.ndarray, factor: int) -> np.ndarray:
 
 
 def geometric_placements(
-    batch: int, size: int, map_shape: tuple[int, ...], paf_channels: int, augment_generator: torch.Generator
+    batch: int, size: int, map_shape: tuple[int, ...], paf_channels: int, augment_generator: torch.Generator,
+    first_sample: int = 0, global_batch: int | None = None, smallest_tenths: int = 3,
 ) -> torch.Tensor:
     """Where `geometric_augment` put each sample, with the batch's own random draws:
     int64 (B, 4) = (dy, dx, new height, new width) in input pixels.
@@ -106,7 +110,8 @@ def geometric_placements(
     ones = torch.ones(batch, 3, size, size)
     heatmaps = torch.zeros((batch,) + tuple(map_shape))
     pafs = torch.zeros((batch, paf_channels) + tuple(map_shape[1:]))
-    moved, _, _, _ = geometric_augment(ones, torch.zeros(batch, 1, size, size), heatmaps, pafs, augment_generator, torch.zeros(3))
+    moved, _, _, _ = geometric_augment(ones, torch.zeros(batch, 1, size, size), heatmaps, pafs, augment_generator,
+                                       torch.zeros(3), first_sample, global_batch, smallest_tenths)
     inside = moved[:, 0] > 0.5  # (B, S, S)
     rows, columns = inside.any(dim=2), inside.any(dim=1)  # (B, S)
     first_row = rows.float().argmax(dim=1)
@@ -176,8 +181,8 @@ class NADSNetVisualizer:
         size = batch.images.shape[-1]
         factor = display_factor(size)
         placements = geometric_placements(
-            batch.images.shape[0], size, tuple(batch.heatmaps.shape[1:]), batch.pafs.shape[1], augment_generator
-        )
+            batch.images.shape[0], size, tuple(batch.heatmaps.shape[1:]), batch.pafs.shape[1], augment_generator,
+            recipe.first_sample, recipe.batch_size, recipe.smallest_tenths)
         people = place_keypoints(batch.label_keypoints.detach().cpu().float(), placements, size)
         for sample in range(batch.images.shape[0]):
             picture = to_display(imagenet_to_uint8(batch.images[sample]), factor)

@@ -290,7 +290,7 @@ def test_gan_image_corrupt_inside_fails_during_training_with_one_line(tiny_datas
     data = tiny_dataset_dir(num_images=4, width=96, height=80)
     sampler = ResumableSampler(4, 2, seed=0)
     sampler.set_epoch(1)
-    broken = list(sampler)[2]  # in the second batch: the first one trains and is saved
+    broken = [index for batch in sampler for index in batch][2]  # in the second batch: the first one trains and is saved
     path = data.images_dir / f"frame_{broken:03d}.png"
     content = bytearray(path.read_bytes())
     middle = len(content) // 3
@@ -318,7 +318,7 @@ def test_nadsnet_image_corrupt_inside_fails_in_the_loader_worker_with_one_line(t
     data.valid_file.write_text(json.dumps({"annotations": annotations[4:]}))
     sampler = ResumableSampler(4, 2, seed=0)
     sampler.set_epoch(1)
-    broken = list(sampler)[2]  # in the second batch: the first one trains and is saved
+    broken = [index for batch in sampler for index in batch][2]  # in the second batch: the first one trains and is saved
     path = data.images_dir / f"frame_{broken:03d}.png"
     content = bytearray(path.read_bytes())
     content[len(content) // 3 : len(content) // 3 + 200] = bytes(200)

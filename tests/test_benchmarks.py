@@ -77,3 +77,26 @@ def test_fp16_on_the_cpu_is_refused_clearly():
     assert result.returncode == 2
     assert "--amp fp16 needs a CUDA device" in result.stderr and "bf16" in result.stderr
     assert result.stdout == ""
+
+
+def test_page_benchmark_cost_and_disk_stay_flat():
+    """`page`: the cost of a display step does not grow with the run (a small run here; README
+    gives the 5,000-step figures), and the pictures left and the state stay bounded."""
+    result = run_benchmarks("page", "--steps", "300", "--steps-per-epoch", "50", "--size", "64", "--json")
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    assert row["name"] == "page" and row["steps"] == 300
+    assert row["images_left"] <= 3 * (12 + 6)  # 12 recent entries + one per epoch, 3 pictures each
+    assert row["first_write_s"] > 0 and row["last_write_s"] > 0 and row["mean_step_s"] > 0
+
+
+def test_gpu_check_runs_its_cpu_mode():
+    """The GPU check script, in the mode CI can run: the same code paths at tiny sizes."""
+    result = run_benchmarks("gpu-check", "--device", "cpu", "--json")
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    names = [row["name"] for row in rows]
+    assert sum(name.startswith("gan-iteration") for name in names) == 2  # fp32 and bf16 (fp16 needs CUDA)
+    assert any(name.startswith("nadsnet-step") for name in names)
+    trainings = [row for row in rows if "iterations, page on" in row["name"]]
+    assert len(trainings) == 2 and all(row["ok"] for row in trainings), trainings
+    torchrun_row = next(row for row in rows if row["name"].startswith("torchrun"))
+    assert torchrun_row["ok"] and torchrun_row["backend"] == "gloo", torchrun_row

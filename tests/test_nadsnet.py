@@ -143,7 +143,7 @@ def test_forward_256_with_background_without_seatbelt_and_config_round_trip():
 
     config = json.loads(json.dumps(model.config()))
     assert config == {"num_heatmaps": 10, "num_pafs": 16, "seatbelt": False, "image_size": 256,
-                      "backbone": "pvt_tiny", "fpn": "standard"}
+                      "backbone": "pvt_tiny", "fpn": "standard", "fpn_channels": 256, "head_channels": 128}
     rebuilt = NADSNet(**config)
     assert rebuilt.FPN.wiring == "standard" and rebuilt.config() == config
     rebuilt.load_state_dict(model.state_dict(), strict=True)

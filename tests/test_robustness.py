@@ -253,7 +253,7 @@ def test_mismatched_checkpoints_name_the_fitting_configuration(tiny_dataset_dir,
     # A discriminator with 3 layers where 4 are expected: missing keys listed, fitting flags named.
     shallow = tmp_path / "shallow"
     shallow.mkdir()
-    torch.save(build_generator(generator_config(4, 64)).state_dict(), shallow / "latest_net_G.pth")
+    torch.save(build_generator(generator_config(4, 64, spade_hidden=32)).state_dict(), shallow / "latest_net_G.pth")
     torch.save(build_discriminator(discriminator_config(4, n_layers=3)).state_dict(), shallow / "latest_net_D.pth")
     assert run_gan(gan_args(data, shallow, "--continue-train")) == 1
     line = one_error_line(capsys.readouterr().err)
@@ -264,10 +264,10 @@ def test_mismatched_checkpoints_name_the_fitting_configuration(tiny_dataset_dir,
     # A generator with an extra up-sampling level: unexpected keys listed.
     deeper = tmp_path / "deeper"
     deeper.mkdir()
-    torch.save(build_generator(generator_config(4, 128, "most")).state_dict(), deeper / "latest_net_G.pth")
+    torch.save(build_generator(generator_config(4, 128, "most", spade_hidden=32)).state_dict(), deeper / "latest_net_G.pth")
     assert run_gan(gan_args(data, deeper, "--continue-train")) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "unexpected in the checkpoint, " in line and "up_4." in line and "--ngf 4 --num-upsampling-layers most" in line
+    assert "unexpected in the checkpoint, " in line and "up_4." in line and "--ngf 4 --spade-hidden 32 --num-upsampling-layers most" in line
 
     # A generator file given as NADS-Net weights: says what the file holds.
     generator_file = tmp_path / "g.pth"
@@ -286,7 +286,7 @@ def test_training_state_saved_with_other_options_is_refused(tiny_dataset_dir, tm
     before = snapshot(checkpoints)
     assert run_gan(gan_args(data, checkpoints, "--continue-train", "--ngf", "8")) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert "gan_train_state.pth (generator) does not fit" in line and "--ngf 4 --image-size 32" in line
+    assert "gan_train_state.pth (generator) does not fit" in line and "--ngf 4 --spade-hidden 32 --image-size 32" in line
     assert run_gan(gan_args(data, checkpoints, "--continue-train", "--seed", "4")) == 1
     assert "saved with --seed 3" in one_error_line(capsys.readouterr().err)
     assert snapshot(checkpoints) == before

@@ -64,10 +64,10 @@ def _load(root: Path) -> dict[str, list[dict]]:
     return {split: json.loads((root / name).read_text())["annotations"] for split, name in SPLITS}
 
 
-def _people(annotations: list[dict]) -> dict[str, np.ndarray]:
-    """image_id -> (P, 9, 3) keypoints of its Person annotations."""
+def _people(records: list[dict]) -> dict[str, np.ndarray]:
+    """image_id -> (P, 9, 3) keypoints of its Person records."""
     grouped: dict[str, list] = {}
-    for a in annotations:
+    for a in records:
         if a["label"] == "Person":
             grouped.setdefault(a["image_id"], []).append(np.asarray(a["keypoints"], np.float64).reshape(-1, 3))
     return {k: np.stack(v) for k, v in grouped.items()}
@@ -75,16 +75,16 @@ def _people(annotations: list[dict]) -> dict[str, np.ndarray]:
 
 def _check_dataset(root: Path) -> None:
     """Seed format (SPEC 1) and flag rules, for every annotation and file under `root`."""
-    for split, annotations in _load(root).items():
-        assert isinstance(annotations, list) and annotations
-        for index, a in enumerate(annotations):
+    for split, records in _load(root).items():
+        assert isinstance(records, list) and records
+        for index, a in enumerate(records):
             where = f"{split} annotation {index}"
             assert set(a) == {"image_id", "label", "keypoints"}, where
             assert isinstance(a["image_id"], str) and "\\" not in a["image_id"], where
             assert a["label"] in ("Person", "Steering_Wheel"), where
             assert len(a["keypoints"]) == 3 * NUM_KEYPOINTS, where
             assert all(isinstance(v, (int, float)) for v in a["keypoints"]), where
-        for image_id, people in _people(annotations).items():
+        for image_id, people in _people(records).items():
             assert image_id.startswith(f"{split}/")
             image = cv2.imread(str(root / RAW_IMAGES_DIR / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
             mask = cv2.imread(str(root / SEATBELT_MASK_DIR / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from common.checkpoints import load_network_config, load_state_dict_file, save_network
-from common.devices import default_devices, resolve_devices
+from common.devices import process_devices, resolve_devices
 from common.models.factory import build_nadsnet, load_generator
 from gan.options import CPU_PRESET, SEED_PRESET, parse_options
 from gan.train import TRAIN_STATE, train
@@ -133,9 +133,14 @@ def test_guidance_on_with_a_nadsnet_checkpoint(tiny_dataset_dir, tmp_path, capsy
     for key, value in nadsnet.state_dict().items():
         assert torch.equal(model.nadsnet.state_dict()[key], value), key
 
-    # A NADS-Net for another input size is refused with the size that would fit.
-    with pytest.raises(Exception, match="--image-size 64"):
-        run_training(tiny_args(data, tmp_path / "other", "--image-size", "96", "--nadsnet-weights", str(weights)))
+    # A NADS-Net for another input size guides too: the frames are resized to its input (the
+    # cpu preset's 64 px GAN is guided by a 128 px NADS-Net), and the log says so.
+    other = tmp_path / "other"
+    run_training(tiny_args(data, other, "--image-size", "96", "--niter", "1", "--nadsnet-weights", str(weights),
+                           "--no-vgg-loss"))
+    assert "(a 64 px NADS-Net: frames are resized to its input)" in (other / "opt.txt").read_text() + capsys.readouterr().out
+    first_line = (other / "loss_log.txt").read_text().splitlines()[0]
+    assert all(term in first_line for term in ("heatmap:", "paf:", "seatbelt:"))
 
 
 def test_presets_and_overrides():
@@ -152,13 +157,26 @@ def test_presets_and_overrides():
     assert options.ngf == 8 and options.image_size == 384
 
 
-def test_device_placement_defaults():
-    cpu, cuda0, cuda1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)
-    assert default_devices(0) == (cpu, cpu)
-    assert default_devices(1) == (cuda0, cuda0)
-    assert default_devices(2) == (cuda0, cuda1)
-    assert default_devices(4) == (cuda0, cuda1)
-    assert resolve_devices("cpu", "cpu", gpu_count=2) == (cpu, cpu)
+@pytest.mark.parametrize("gpus, processes, expected", [
+    (0, 1, [("cpu", "cpu")]),
+    (1, 1, [("cuda:0", "cuda:0")]),
+    (2, 1, [("cuda:0", "cuda:1")]),  # the seed's split
+    (4, 1, [("cuda:0", "cuda:1")]),
+    (4, 2, [("cuda:0", "cuda:1"), ("cuda:2", "cuda:3")]),  # process r: GPU 2r for the GAN, 2r + 1 for NADS-Net
+    (3, 2, [("cuda:0", "cuda:0"), ("cuda:1", "cuda:1")]),  # one GPU per process: both networks on it
+    (2, 2, [("cuda:0", "cuda:0"), ("cuda:1", "cuda:1")]),
+    (8, 4, [(f"cuda:{2 * r}", f"cuda:{2 * r + 1}") for r in range(4)]),
+    (0, 3, [("cpu", "cpu")] * 3),
+])
+def test_device_placement_rule_over_machine_shapes(gpus, processes, expected):
+    assert [process_devices(rank, processes, gpus) for rank in range(processes)] == expected
+
+
+def test_device_placement_refusals_and_overrides():
+    with pytest.raises(ValueError, match="only 1 GPU"):
+        process_devices(0, 2, 1)
+    cpu = torch.device("cpu")
+    assert resolve_devices("cpu", "cpu", gpus=2) == (cpu, cpu)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_devices("cuda:1", None)

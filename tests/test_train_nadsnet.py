@@ -28,7 +28,8 @@ from common.models.factory import build_generator, generator_config, load_nadsne
 from common.models.init import init_weights
 from common.pose import NUM_KEYPOINTS
 from nadsnet_pvt import train as train_module
-from nadsnet_pvt.batch import GeneratedSamples, TrainingBatch, build_training_batch, generated_count, geometric_generator
+from common.rendering import GeneratedSamples
+from nadsnet_pvt.batch import TrainingBatch, build_training_batch, generated_count, geometric_generator
 from nadsnet_pvt.checkpoint import NADSNetCheckpoint
 from nadsnet_pvt.options import parse_options
 from nadsnet_pvt.trainer import NADSNetTrainer
@@ -65,7 +66,7 @@ def run_options(data, train_file, valid_file, checkpoints, *extra: str):
         "--preset", "cpu", "--image-size", str(SIZE), "--batch-size", "2", "--epochs", "1", "--num-workers", "0",
         "--train-annotations", str(train_file), "--valid-annotations", str(valid_file),
         "--images-dir", str(data.images_dir), "--masks-dir", str(data.masks_dir),
-        "--checkpoints-dir", str(checkpoints), "--display-samples", "1", *extra,
+        "--checkpoints-dir", str(checkpoints), "--display-samples", "1", "--gan-fraction", "0.5", *extra,
     ]
     options, messages = parse_options(argv, gpu_available=False)
     return options, messages
@@ -100,6 +101,8 @@ def test_generated_count_keeps_the_fraction_over_batches():
 
 class StubGenerator(nn.Module):
     """Records its input and returns a constant-per-sample image in [-1, 1]."""
+
+    crop_size = SIZE  # renders at the training size (GeneratedSamples resizes otherwise)
 
     def __init__(self):
         super().__init__()
@@ -428,3 +431,26 @@ def test_pretrained_partial_state_dict_reports_what_did_not_load(tmp_path):
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="nothing loaded"):
         train_module.load_pretrained(target, tmp_path / "other.pth", log)
+
+
+def test_metrics_file_has_one_line_per_validation_and_is_cut_back_on_resume(tiny_dataset_dir, tmp_path):
+    """nadsnet_metrics.jsonl: one JSON object per epoch with the issue's keys; a line a killed
+    run wrote after its last save is gone once the run continues, so no epoch appears twice."""
+    data, train_file, valid_file = make_data(tiny_dataset_dir, train=2, valid=1)
+    checkpoints = tmp_path / "run"
+    common_flags = ("--gan-fraction", "0", "--no-html")
+    train_module.train(*run_options(data, train_file, valid_file, checkpoints, *common_flags, "--epochs", "1"))
+    metrics_file = checkpoints / "nadsnet_metrics.jsonl"
+    first = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    assert [record["epoch"] for record in first] == [1]
+    required = {"epoch", "valid_loss", "pck5", "pck10", "pckt", "pckt_arms", "present", "skipped_people",
+                "seatbelt_iou", "seatbelt_dice"}
+    assert required <= set(first[0]) and first[0]["present"] > 0
+
+    with metrics_file.open("a") as handle:  # what a run killed after validating epoch 2 leaves behind
+        handle.write(json.dumps(dict(first[0], epoch=2, valid_loss=-1.0)) + "\n")
+    train_module.train(*run_options(data, train_file, valid_file, checkpoints, *common_flags, "--epochs", "3",
+                                    "--continue-train"))
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [1, 2, 3]
+    assert all(record["valid_loss"] > 0 for record in records) and records[0] == first[0]

@@ -22,6 +22,7 @@ SEED_GENERATOR_CONFIG: dict[str, Any] = {
     "ngf": 64,
     "crop_size": REFERENCE_IMAGE_SIZE,
     "num_upsampling_layers": "normal",
+    "spade_hidden": 128,
 }
 SEED_DISCRIMINATOR_CONFIG: dict[str, Any] = {
     "network": "MultiscaleDiscriminator",
@@ -38,14 +39,16 @@ SEED_NADSNET_CONFIG: dict[str, Any] = {
     "image_size": REFERENCE_IMAGE_SIZE,
     "backbone": "pvt_tiny",
     "fpn": "seed",
+    "fpn_channels": 256,
+    "head_channels": 128,
 }
 
-_GENERATOR_KEYS = ("semantic_nc", "ngf", "crop_size", "num_upsampling_layers")
+_GENERATOR_KEYS = ("semantic_nc", "ngf", "crop_size", "num_upsampling_layers", "spade_hidden")
 _DISCRIMINATOR_KEYS = ("input_nc", "ndf", "n_layers", "num_D")
 # Key names of the seed's NADS-Net (tests/data/seed_state_dict_keys.txt).
 _HEATMAP_OUTPUT_KEY = "keypoint_heatmap_branch.convs_on_feature_maps.4.weight"
 _SEATBELT_PREFIX = "seatbelt_segmentation_branch."
-_NADSNET_KEYS = ("num_heatmaps", "num_pafs", "seatbelt", "image_size", "backbone", "fpn")
+_NADSNET_KEYS = ("num_heatmaps", "num_pafs", "seatbelt", "image_size", "backbone", "fpn", "fpn_channels", "head_channels")
 
 
 def _pick(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -70,8 +73,9 @@ def build_nadsnet(config: dict[str, Any]):
     return NADSNet(**_pick(config, _NADSNET_KEYS))
 
 
-def generator_config(ngf: int, image_size: int, num_upsampling_layers: str = "normal") -> dict[str, Any]:
-    return dict(SEED_GENERATOR_CONFIG, ngf=ngf, crop_size=image_size, num_upsampling_layers=num_upsampling_layers)
+def generator_config(ngf: int, image_size: int, num_upsampling_layers: str = "normal", spade_hidden: int = 128) -> dict[str, Any]:
+    return dict(SEED_GENERATOR_CONFIG, ngf=ngf, crop_size=image_size, num_upsampling_layers=num_upsampling_layers,
+                spade_hidden=spade_hidden)
 
 
 def discriminator_config(ndf: int, n_layers: int = 4, num_D: int = 2) -> dict[str, Any]:
@@ -84,11 +88,14 @@ def describe_config(config: dict[str, Any]) -> str:
     network = config.get("network")
     if network == "SPADEGenerator":
         size = f", {config['crop_size']} px" if config.get("crop_size") else ""
-        return f"ngf {config['ngf']}{size}, {config.get('num_upsampling_layers', 'normal')} upsampling"
+        hidden = f", SPADE hidden {config['spade_hidden']}" if config.get("spade_hidden", 128) != 128 else ""
+        return f"ngf {config['ngf']}{size}, {config.get('num_upsampling_layers', 'normal')} upsampling{hidden}"
     if network == "MultiscaleDiscriminator":
         return f"ndf {config['ndf']}, {config['n_layers']} layers, {config['num_D']} scales"
     if network == "NADSNet":
-        return f"{config['image_size']} px, {config['num_heatmaps']} heatmaps"
+        widths = "" if (config.get("fpn_channels", 256), config.get("head_channels", 128)) == (256, 128) else \
+            f", FPN {config['fpn_channels']}, heads {config['head_channels']}"
+        return f"{config['image_size']} px, {config['num_heatmaps']} heatmaps{widths}"
     return ", ".join(f"{key} {value}" for key, value in config.items())
 
 
@@ -102,7 +109,9 @@ def infer_generator_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
         raise CheckpointError("not a SPADE generator state dict (no 'fc.weight')")
     out_channels, semantic_nc = state_dict["fc.weight"].shape[:2]
     levels = "most" if any(key.startswith("up_4.") for key in state_dict) else "normal"
-    return dict(SEED_GENERATOR_CONFIG, ngf=int(out_channels) // 16, semantic_nc=int(semantic_nc), num_upsampling_layers=levels)
+    hidden = state_dict.get("head_0.norm_0.mlp_shared.0.weight")
+    return dict(SEED_GENERATOR_CONFIG, ngf=int(out_channels) // 16, semantic_nc=int(semantic_nc), num_upsampling_layers=levels,
+                spade_hidden=int(hidden.shape[0]) if hidden is not None else 128)
 
 
 def infer_discriminator_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -161,6 +170,11 @@ def infer_nadsnet_config(state_dict: dict[str, torch.Tensor], image_size: int = 
             if side * side == tokens:
                 config["image_size"] = side * 4
             break
+    if "FPN.lateral_layer_5.weight" in state_dict:
+        config["fpn_channels"] = int(state_dict["FPN.lateral_layer_5.weight"].shape[0])
+    level = state_dict.get("keypoint_heatmap_branch.convs_on_P5.0.weight")
+    if level is not None:
+        config["head_channels"] = int(level.shape[0])
     return config
 
 

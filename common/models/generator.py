@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from torch.utils.checkpoint import checkpoint
 
-from common.models.normalization import SPADE, frozen_norm_statistics, spectral_vectors
+from common.models.normalization import SPADE, SPADE_HIDDEN_CHANNELS, frozen_norm_statistics, spectral_vectors
 
 # Number of x2 nearest upsamplings between the start grid and the output, per SPADE option.
 UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
@@ -28,7 +28,8 @@ class SPADEResnetBlock(nn.Module):
     with fmiddle = min(fin, fout); every convolution spectral-normalised when `spectral`.
     """
 
-    def __init__(self, fin: int, fout: int, semantic_nc: int, spectral: bool = True) -> None:
+    def __init__(self, fin: int, fout: int, semantic_nc: int, spectral: bool = True,
+                 spade_hidden: int = SPADE_HIDDEN_CHANNELS) -> None:
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
@@ -41,10 +42,10 @@ class SPADEResnetBlock(nn.Module):
             self.conv_1 = spectral_norm(self.conv_1)
             if self.learned_shortcut:
                 self.conv_s = spectral_norm(self.conv_s)
-        self.norm_0 = SPADE(fin, semantic_nc)
-        self.norm_1 = SPADE(fmiddle, semantic_nc)
+        self.norm_0 = SPADE(fin, semantic_nc, spade_hidden)
+        self.norm_1 = SPADE(fmiddle, semantic_nc, spade_hidden)
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, semantic_nc)
+            self.norm_s = SPADE(fin, semantic_nc, spade_hidden)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         """x (B, fin, h, w), segmap (B, semantic_nc, H, W) -> (B, fout, h, w)."""
@@ -92,6 +93,9 @@ class SPADEGenerator(nn.Module):
             the end).
         checkpoint_blocks: recompute each residual block's activations during backward
             (less memory, about one more block forward of time) while training with grad.
+        spade_hidden: channels of every SPADE layer's shared embedding (`mlp_shared`): 128 as
+            in SPADE and the seed. At small widths those full-resolution convolutions are most
+            of the generator's cost, so the cpu preset narrows them.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class SPADEGenerator(nn.Module):
         crop_size: int = 384,
         num_upsampling_layers: str = "normal",
         checkpoint_blocks: bool = False,
+        spade_hidden: int = SPADE_HIDDEN_CHANNELS,
     ) -> None:
         super().__init__()
         if num_upsampling_layers not in UPSAMPLINGS:
@@ -124,16 +129,16 @@ class SPADEGenerator(nn.Module):
 
         nf = ngf
         self.fc = nn.Conv2d(semantic_nc, 16 * nf, kernel_size=3, padding=1)
-        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc)
-        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc)
-        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc)
-        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, semantic_nc)
-        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, semantic_nc)
-        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, semantic_nc)
-        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, semantic_nc)
+        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc, spade_hidden=spade_hidden)
+        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc, spade_hidden=spade_hidden)
+        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, semantic_nc, spade_hidden=spade_hidden)
+        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, semantic_nc, spade_hidden=spade_hidden)
+        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, semantic_nc, spade_hidden=spade_hidden)
+        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, semantic_nc, spade_hidden=spade_hidden)
+        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, semantic_nc, spade_hidden=spade_hidden)
         final_nc = nf
         if num_upsampling_layers == "most":
-            self.up_4 = SPADEResnetBlock(1 * nf, nf // 2, semantic_nc)
+            self.up_4 = SPADEResnetBlock(1 * nf, nf // 2, semantic_nc, spade_hidden=spade_hidden)
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, 3, kernel_size=3, padding=1)
 

@@ -338,8 +338,10 @@ def nadsnet_loss(
     seatbelt: torch.Tensor | None,
     seatbelt_weight: float = 500.0,
     reducer: Reducer | None = None,
+    heatmap_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """NADS-Net training loss (SPEC 8): SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt).
+    """NADS-Net training loss (SPEC 8): SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt)
+    (`heatmap_weight` x the first term: 1 in the seed).
 
     Shapes: heatmaps (B, 9|10, S/4, S/4), PAFs (B, 16, S/4, S/4), seatbelt (B, 1, S, S) in [0, 1].
     Returns scalars: 'total', 'heatmap' (SSE/B), 'paf' (SSE/B) and, when pred_seatbelt is
@@ -370,11 +372,11 @@ def nadsnet_loss(
             pred_heatmaps, pred_pafs, pred_seatbelt, heatmaps, pafs, seatbelt, reducer
         )
     if seatbelt_parts is None:
-        return {"total": heatmap_loss + paf_loss, "heatmap": heatmap_loss, "paf": paf_loss}
+        return {"total": heatmap_weight * heatmap_loss + paf_loss, "heatmap": heatmap_loss, "paf": paf_loss}
     bce, dice = seatbelt_parts
     seatbelt_loss = bce + dice
     return {
-        "total": heatmap_loss + paf_loss + seatbelt_weight * seatbelt_loss,
+        "total": heatmap_weight * heatmap_loss + paf_loss + seatbelt_weight * seatbelt_loss,
         "heatmap": heatmap_loss,
         "paf": paf_loss,
         "seatbelt": seatbelt_loss,

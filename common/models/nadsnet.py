@@ -195,15 +195,15 @@ class MapBranch(_PyramidFusion):
 class SegmentationBranch(_PyramidFusion):
     """Seatbelt head: (P2, P3, P4, P5) -> probability (B, 1, S, S) in [0, 1].
 
-    After the fusion (512 channels): conv3x3 512->128 + ReLU, bilinear x2, conv3x3 128->32,
-    bilinear x2, conv3x3 32->1, then (tanh(x) + 1) / 2.
+    After the fusion (4 L = 512 channels at the seed's L = 128): conv3x3 4L->L + ReLU, bilinear
+    x2, conv3x3 L->L/4, bilinear x2, conv3x3 L/4->1, then (tanh(x) + 1) / 2.
     """
 
     def __init__(self, in_channels: int = FPN_CHANNELS, level_channels: int = LEVEL_CHANNELS) -> None:
         super().__init__(in_channels, level_channels)
-        self.conv_on_feature_maps = nn.Sequential(_conv3x3(4 * level_channels, 128), nn.ReLU(inplace=True))
-        self.final_conv1 = _conv3x3(128, 32)
-        self.final_conv2 = _conv3x3(32, 1)
+        self.conv_on_feature_maps = nn.Sequential(_conv3x3(4 * level_channels, level_channels), nn.ReLU(inplace=True))
+        self.final_conv1 = _conv3x3(level_channels, level_channels // 4)
+        self.final_conv2 = _conv3x3(level_channels // 4, 1)
         _init_convs_normal(self)
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -245,6 +245,10 @@ class NADSNet(nn.Module):
         image_size: input side in pixels, a multiple of 32.
         backbone: 'pvt_tiny' (the seed's) or 'pvt_v2_b0' .. 'pvt_v2_b5' (timm).
         fpn: 'seed' (the seed's wiring, needed for its checkpoints) or 'standard'.
+        fpn_channels: the FPN's width (256 in the seed).
+        head_channels: each pyramid level's width inside the heads (128 in the seed; the fused
+            map is 4x that). The heads are most of NADS-Net's cost at the seed's widths, so the
+            cpu preset narrows both.
         backbone_weights: optional local file of backbone weights (ImageNet PVT-tiny, or timm
             PVT-v2) adapted and loaded by `common.models.adapt`; the report is kept in
             `backbone_load_report`. Not part of `config()`: a checkpoint of the whole network
@@ -260,6 +264,8 @@ class NADSNet(nn.Module):
         backbone: str = "pvt_tiny",
         fpn: str = "seed",
         backbone_weights: str | Path | None = None,
+        fpn_channels: int = FPN_CHANNELS,
+        head_channels: int = LEVEL_CHANNELS,
     ) -> None:
         super().__init__()
         check_image_size(image_size)
@@ -271,16 +277,17 @@ class NADSNet(nn.Module):
         self.image_size = image_size
         self.backbone_name = backbone
         self.fpn_wiring = fpn
+        self.fpn_channels, self.head_channels = fpn_channels, head_channels
 
         backbone_module, channels = _build_backbone(backbone, image_size)
         self.feature_channels = channels
         # Registration order = the seed's state_dict order: FPN, PVT, heads.
-        self.FPN = FPN(channels, FPN_CHANNELS, wiring=fpn)
+        self.FPN = FPN(channels, fpn_channels, wiring=fpn)
         self.PVT = backbone_module
-        self.keypoint_heatmap_branch = MapBranch(num_heatmaps)
-        self.PAF_branch = MapBranch(num_pafs)
+        self.keypoint_heatmap_branch = MapBranch(num_heatmaps, fpn_channels, head_channels)
+        self.PAF_branch = MapBranch(num_pafs, fpn_channels, head_channels)
         if seatbelt:
-            self.seatbelt_segmentation_branch = SegmentationBranch()
+            self.seatbelt_segmentation_branch = SegmentationBranch(fpn_channels, head_channels)
 
         self.backbone_load_report: LoadReport | None = None
         if backbone_weights is not None:
@@ -300,6 +307,8 @@ class NADSNet(nn.Module):
             "image_size": self.image_size,
             "backbone": self.backbone_name,
             "fpn": self.fpn_wiring,
+            "fpn_channels": self.fpn_channels,
+            "head_channels": self.head_channels,
         }
 
     def forward(self, image: torch.Tensor) -> NADSNetOutput:

@@ -96,13 +96,14 @@ def _duration(seconds: float) -> str:
 def ensure_synthetic_dataset(root: Path = DEFAULT_CACHE_ROOT, *, train: int, valid: int, seed: int = 0,
                              valid_seed: int | None = None, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
                              arm_poses: Iterable[str] | None = None, valid_arm_poses: Iterable[str] | None = None,
-                             announce: Callable[[str], object] = print) -> Path:
+                             announce: Callable[[str], object] = print,
+                             on_frame: Callable[[], object] | None = None) -> Path:
     """The folder of this synthetic set under `root`, built first if it is not there yet.
 
     Parameters as write_dataset's: frame counts, seeds (valid_seed None = seed), frame size in
     pixels, arm-pose families (None = all; valid_arm_poses None = those of arm_poses). A build
-    calls `announce` once with one line (what, where, about how long); a set found complete
-    calls nothing. ValueError for a family set that check_arm_poses refuses, before any work.
+    calls `announce` once with one line (what, where, about how long) and `on_frame` after
+    every frame (it may raise to stop the build); a set found complete calls nothing. ValueError for a family set that check_arm_poses refuses, before any work.
     Safe against being stopped halfway and against concurrent callers (see the module doc).
     """
     train_poses = check_arm_poses(arm_poses)
@@ -122,7 +123,7 @@ def ensure_synthetic_dataset(root: Path = DEFAULT_CACHE_ROOT, *, train: int, val
     temporary = root / f".{name}.building-{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         write_dataset(temporary, train, valid, seed, width, height, arm_poses=train_poses,
-                      valid_seed=valid_seed, valid_arm_poses=valid_poses)
+                      valid_seed=valid_seed, valid_arm_poses=valid_poses, on_frame=on_frame)
         _publish(temporary, final)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

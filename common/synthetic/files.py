@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
+from common.dataset import annotation_file_text
 from common.synthetic.arms import ARM_POSE_FAMILIES, check_arm_poses
 from common.synthetic.frame import Frame, render_frame
 from common.synthetic.layout import DEFAULT_HEIGHT, DEFAULT_WIDTH, RAW_IMAGES_DIR, SEATBELT_MASK_DIR, SPLITS
@@ -36,8 +36,7 @@ def frame_annotations(frame: Frame) -> list[dict]:
 
 def write_annotation_file(path: Path, annotations: Sequence[dict]) -> None:
     """One annotation per line, keys sorted: stable bytes and readable diffs."""
-    lines = [json.dumps(a, sort_keys=True) for a in annotations]
-    path.write_text('{"annotations": [\n' + ",\n".join(lines) + "\n]}\n", encoding="utf-8")
+    path.write_text(annotation_file_text(annotations, sort_keys=True), encoding="utf-8")
 
 
 def _write_frame_images(out: Path, frame: Frame) -> None:
@@ -66,14 +65,16 @@ def _count(stats: dict, frame: Frame) -> None:
 
 def write_dataset(out: Path, train: int, valid: int, seed: int, width: int = DEFAULT_WIDTH,
                   height: int = DEFAULT_HEIGHT, *, arm_poses: Iterable[str] | None = None,
-                  valid_seed: int | None = None, valid_arm_poses: Iterable[str] | None = None) -> dict:
+                  valid_seed: int | None = None, valid_arm_poses: Iterable[str] | None = None,
+                  on_frame: Callable[[], object] | None = None) -> dict:
     """Render and write both splits into `out` (created; files already there are overwritten).
 
     train, valid: frame counts (>= 0); width, height: pixels. The training split draws from
     `seed` and `arm_poses` (None: every family; see common.synthetic.arms for the rules), the
     validation split from `valid_seed` and `valid_arm_poses`, each None meaning the same as
     the training split's. Frame i of a split is render_frame(split seed, split index, i, ...).
-    Both pose sets are checked before anything is written (ValueError).
+    Both pose sets are checked before anything is written (ValueError). `on_frame` is called
+    after every frame written (a progress bar; it may raise to stop the build).
 
     Returns counts for the summary line: frames, people, back_row, grey, single_channel, and
     arm_poses {family: arms drawn in it}, families in ARM_POSE_FAMILIES order.
@@ -91,6 +92,8 @@ def write_dataset(out: Path, train: int, valid: int, seed: int, width: int = DEF
             _write_frame_images(out, frame)
             annotations += frame_annotations(frame)
             _count(stats, frame)
+            if on_frame is not None:
+                on_frame()
         out.mkdir(parents=True, exist_ok=True)  # an empty split still gets its (empty) annotation file
         write_annotation_file(out / json_name, annotations)
     return stats

@@ -1,0 +1,35 @@
+"""The options every benchmark reads (`python -m benchmarks --help`), apart from the command
+so that a benchmark can build its defaults without importing the command."""
+
+from __future__ import annotations
+
+import argparse
+
+BENCHMARKS = ("gan-iteration", "nadsnet-step", "data", "maps", "page", "gpu-check")
+DESCRIPTION = "speed and memory of the training code"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION)
+    parser.add_argument("names", nargs="+", choices=BENCHMARKS, metavar="name", help=" | ".join(BENCHMARKS))
+    parser.add_argument("--size", type=int, default=384, help="image size S (multiple of 32)")
+    parser.add_argument("--ngf", type=int, default=64, help="generator width")
+    parser.add_argument("--ndf", type=int, default=None, help="discriminator width (default: --ngf)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 1; nadsnet-step 4)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed repetitions, median reported (default: gan-iteration 2, nadsnet-step 2, data 3 passes, maps 50)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu; gpu-check: cuda when there is one)")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                        help="autocast precision (fp16 needs CUDA: it needs loss scaling)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="data: loader worker counts")
+    parser.add_argument("--data", default="data_sample", help="data: dataset directory in the seed's layout")
+    parser.add_argument("--gan-fraction", type=float, default=0.5, help="nadsnet-step: share of each batch generated")
+    parser.add_argument("--reuse-fake", action="store_true", help="gan-iteration: D step reuses the G step's fake")
+    parser.add_argument("--lean-memory", action="store_true", help="gan-iteration: as train_gan.py --lean-memory")
+    parser.add_argument("--checkpoint-generator", action="store_true",
+                        help="gan-iteration: activation checkpointing of the generator's blocks")
+    parser.add_argument("--steps", type=int, default=5000, help="page: display steps")
+    parser.add_argument("--steps-per-epoch", type=int, default=500, help="page: display steps per epoch")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
+    return parser
