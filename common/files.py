@@ -1,9 +1,13 @@
 """Files written so that a run killed at any moment never leaves one half-written.
 
 Every write goes to a temporary file in the same folder (`.<name>.<pid>.<random>.tmp`), is
-flushed and fsynced, then renamed over the target: the target is either as it was or complete.
+flushed (and fsynced), then renamed over the target: the target is either as it was or complete.
 Checkpoints, training states, option files, logs' companions, pictures and HTML pages all go
-through `write_atomic`. A temporary left by a killed process is removed by the next run in the
+through `write_atomic`. The rename alone already protects against a killed process; the fsyncs
+(file and folder) protect against a machine that loses power. Pictures and pages skip them
+(`durable=False`): they are redrawn at the next display step, and at the seed's frequencies
+(display every iteration, 3 pictures and a page each) the fsyncs were most of a display step's
+cost (benchmarks/README.md, "page"). A temporary left by a killed process is removed by the next run in the
 folder (`remove_stale_temporaries`).
 """
 
@@ -35,8 +39,10 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write a file through `write(file_object)` atomically: temp file, flush, fsync, rename.
+def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None], durable: bool = True) -> Path:
+    """Write a file through `write(file_object)` atomically: temp file, flush, fsync, rename
+    (and fsync of the folder). `durable=False` leaves out both fsyncs: still never half-written
+    when the process dies, but possibly lost with the machine's power.
 
     On any failure (disk full, read-only folder, an exception in `write`) the temporary file is
     removed, the previous file at `path` is left untouched, and CheckpointError is raised.
@@ -51,7 +57,8 @@ def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException as error:
         try:
@@ -66,7 +73,8 @@ def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
         else:
             raise  # KeyboardInterrupt, SystemExit, our own errors: the temp file is gone, nothing else changed
         raise CheckpointError(f"cannot write {path}: {reason}; the previous file is unchanged") from error
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
     return path
 
 
@@ -105,6 +113,6 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     return write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write a UTF-8 text file atomically."""
-    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+def write_text_atomic(text: str, path: str | Path, durable: bool = True) -> Path:
+    """Write a UTF-8 text file atomically (see write_atomic for `durable`)."""
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), durable)

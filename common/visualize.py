@@ -27,14 +27,15 @@ _LIMB_COLOURS = np.array(
 
 
 def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
-    """Write a uint8 (H, W, 3) RGB or (H, W) grey image as PNG, atomically."""
+    """Write a uint8 (H, W, 3) RGB or (H, W) grey image as PNG, atomically (not fsynced: a
+    picture is redrawn at the next display step; common.files)."""
     image = np.ascontiguousarray(image_rgb)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
-    return write_atomic(path, lambda handle: handle.write(encoded.tobytes()))
+    return write_atomic(path, lambda handle: handle.write(encoded.tobytes()), durable=False)
 
 
 def draw_skeleton(image_rgb: np.ndarray, people: np.ndarray, thickness: int = 2) -> np.ndarray:
@@ -92,7 +93,7 @@ def plot_curves(path: str | Path, curves: dict[str, Sequence[tuple[float, float]
     figure.tight_layout()
     buffer = _figure_png_bytes(figure)
     plt.close(figure)
-    return write_atomic(path, lambda handle: handle.write(buffer))
+    return write_atomic(path, lambda handle: handle.write(buffer), durable=False)
 
 
 def _figure_png_bytes(figure) -> bytes:
@@ -148,7 +149,7 @@ def write_page(
             if present:
                 tags.h3(section.heading)
                 tags.div([_figure(src, caption, image_width) for src, caption in present])
-    return write_text_atomic(document.render(), page_path)
+    return write_text_atomic(document.render(), page_path, durable=False)
 
 
 def _page_head(document, refresh_seconds: int | None) -> None:
@@ -183,7 +184,7 @@ def link_from_page(page_path: str | Path, href: str, text: str) -> bool:
     if f'href="{href}"' in html or "</h1>" not in html:
         return False
     link = str(tags.p(tags.a(text, href=href)))
-    write_text_atomic(html.replace("</h1>", "</h1>\n" + link, 1), page_path)
+    write_text_atomic(html.replace("</h1>", "</h1>\n" + link, 1), page_path, durable=False)
     return True
 
 

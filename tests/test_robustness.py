@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,6 +194,21 @@ def test_write_that_raises_midway_keeps_previous_text(tmp_path):
     with pytest.raises(CheckpointError, match="Read-only file system"):
         write_atomic(target, half_then_fail)
     assert target.read_text() == "old\n" and not no_temporaries(tmp_path)
+
+
+def test_pictures_and_pages_are_renamed_into_place_without_fsync(tmp_path, monkeypatch):
+    from common.visualize import PageSection, save_png, write_page
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    write_text_atomic("state\n", tmp_path / "iter.txt")
+    assert len(synced) == 2  # the file and its folder
+    synced.clear()
+    save_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    write_page(tmp_path / "index.html", "page", [PageSection("one", [("a.png", "a")])])
+    assert synced == [] and (tmp_path / "a.png").stat().st_size > 0 and "a.png" in (tmp_path / "index.html").read_text()
+    assert not no_temporaries(tmp_path)
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
