@@ -31,7 +31,8 @@ def save_network(net: torch.nn.Module, path: str | Path, config: dict[str, Any])
 
     The JSON is written first: a weights file never exists without its configuration.
     """
-    state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
+    # contiguous: files in the default layout whatever layout the network trained in.
+    state = {key: value.detach().cpu().contiguous() for key, value in net.state_dict().items()}
     write_text_atomic(json.dumps(config, indent=2, sort_keys=True) + "\n", config_path_for(path))
     return save_atomic(state, path)
 

@@ -7,6 +7,7 @@ no GPU -> the CPU. Explicit `--gan-device` / `--nadsnet-device` values override 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,26 +120,56 @@ def autocast_context(device: torch.device, amp: str):
 MMAP_THRESHOLD_BYTES = 1 << 20
 
 
+def convolution_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the GAN's networks train in on `device`: channels_last on the CPU, where
+    oneDNN convolves NHWC tensors without reordering them to and from its blocked layout (a
+    384 px GAN iteration on a 2-core CPU: 26.0 s -> 24.6 s, benchmarks/README.md), the
+    default elsewhere (unmeasured on GPUs here, so left as the seed ran it)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+@functools.cache
+def _glibc() -> Any:
+    """ctypes handle of glibc, or None where the C library is another (musl, macOS, Windows)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def release_free_heap_pages(device: torch.device) -> None:
+    """On a CPU run with glibc: hand the free pages inside malloc's heaps back to the OS
+    (malloc_trim(0)); a no-op elsewhere.
+
+    glibc serves tensors of up to 32 MiB from its heaps, and the holes that freed activations
+    leave there stay resident. Called where a GAN step has just freed a loss branch's
+    activations, it keeps the peak resident size close to the live tensors (384 px, 2-core CPU:
+    5.0 -> 4.6 GB, benchmarks/README.md) at no measurable cost in time, unlike
+    `return_freed_memory_to_os`, whose page faults cost about 20 %.
+    """
+    if device.type == "cpu":
+        libc = _glibc()
+        if libc is not None:
+            libc.malloc_trim(0)
+
+
 def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """glibc only: make freed tensor memory leave the process instead of staying in the heap.
 
     By default glibc raises its mmap threshold (up to 32 MiB) every time a large block is
     freed, after which tensors of up to that size come from the heap, whose freed memory stays
-    resident. A GAN iteration at 384 px allocates and frees gigabytes of activations, and that
-    retained heap cost about 0.5 GB of peak resident memory on the CPU (benchmarks/README.md).
-    Fixing the threshold (which also fixes the trim threshold) keeps the resident size close to
-    the live tensors. The cost is page faults on fresh pages: about 6 s more system CPU time per
-    384 px iteration on a 2-core CPU (benchmarks/README.md). Returns False where it does not
-    apply (not glibc).
+    resident. Fixing the threshold (which also fixes the trim threshold) keeps the resident
+    size at the live tensors: at 384 px the lowest peak of the options measured
+    (benchmarks/README.md), paid for in page faults on fresh pages, about 20 % of the
+    iteration's time on a 2-core CPU. Returns False where it does not apply (not glibc).
     """
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.devices import convolution_memory_format, release_free_heap_pages
 from common.imaging import gan_to_imagenet, resize_images
 from common.maps import gan_input
 from common.models.losses import GANLoss, dice_bce_loss, feature_matching_loss
@@ -92,8 +93,11 @@ class GANModel(nn.Module):
             raise ValueError(f"image_range must be 'converted' or 'seed', got {image_range!r}")
         self.gan_device = torch.device(gan_device)
         self.nadsnet_device = torch.device(nadsnet_device)
-        self.netG = generator.to(self.gan_device)
-        self.netD = discriminator.to(self.gan_device)
+        # The networks' layout on their device (channels_last on the CPU: faster convolutions,
+        # same values up to float rounding); inputs in the default layout are convolved in it.
+        layout = convolution_memory_format(self.gan_device)
+        self.netG = generator.to(self.gan_device, memory_format=layout)
+        self.netD = discriminator.to(self.gan_device, memory_format=layout)
         # What the steps that update G and D run through: the networks themselves, or their
         # DistributedDataParallel wrappers in a distributed job (`distribute`).
         self.train_G: nn.Module = self.netG
@@ -103,11 +107,12 @@ class GANModel(nn.Module):
         self.eager_branch_gradients = eager_branch_gradients
         self.weights = weights or LossWeights()
         self.image_range = image_range
-        self.vgg_loss = vgg_loss.to(self.gan_device) if vgg_loss is not None else None
+        self.vgg_loss = vgg_loss.to(self.gan_device, memory_format=layout) if vgg_loss is not None else None
         if self.vgg_loss is not None:
             set_requires_grad(self.vgg_loss, False)
             self.vgg_loss.eval()
-        self.nadsnet = nadsnet.to(self.nadsnet_device) if nadsnet is not None else None
+        self.nadsnet = (nadsnet.to(self.nadsnet_device, memory_format=convolution_memory_format(self.nadsnet_device))
+                        if nadsnet is not None else None)
         if self.nadsnet is not None:
             set_requires_grad(self.nadsnet, False)
             self.nadsnet.eval()
@@ -217,6 +222,7 @@ class GANModel(nn.Module):
                     continue
                 if eager:
                     (grad,) = torch.autograd.grad(sum(branch_losses.values()), image)
+                    release_free_heap_pages(self.gan_device)  # the branch's activations are gone
                     image_grad = grad if image_grad is None else image_grad + grad
                     branch_losses = {name: value.detach() for name, value in branch_losses.items()}
                 losses.update(branch_losses)

@@ -186,3 +186,26 @@ def test_frozen_networks_get_no_gradients(both_runs):
     # ... while the reference's straightforward G step did compute them (what the optimization saves).
     assert any(p.grad is not None for p in both_runs["reference"].nadsnet.parameters())
     assert all(g is not None for g in both_runs["g_grads"].values())
+
+
+def test_on_the_cpu_the_networks_train_channels_last_and_files_keep_the_default_layout(tmp_path):
+    """oneDNN convolves NHWC without reordering (benchmarks/README.md: the 384 px iteration is
+    faster); a network's file must still hold default-layout tensors, as the seed's do."""
+    from common.checkpoints import save_network
+
+    model = tiny_model()
+    convolution_weights = {
+        name: value for net in (model.netG, model.netD, model.nadsnet)
+        for name, value in net.state_dict().items() if value.dim() == 4
+    }
+    assert convolution_weights
+    for name, weight in convolution_weights.items():
+        assert weight.is_contiguous(memory_format=torch.channels_last), name
+    semantics, real = tiny_batch()
+    fake = model.generate(semantics)
+    assert fake.is_contiguous(memory_format=torch.channels_last)  # default-layout inputs convolved NHWC
+
+    save_network(model.netG, tmp_path / "G.pth", {})
+    saved = torch.load(tmp_path / "G.pth", weights_only=True)
+    assert all(value.is_contiguous() for value in saved.values())
+    assert all(torch.equal(saved[name], value) for name, value in model.netG.state_dict().items())
