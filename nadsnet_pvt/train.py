@@ -163,8 +163,9 @@ def load_datasets(options: argparse.Namespace, log) -> tuple[PoseDataset, PoseDa
         log.info(f"note: --arm-augment {options.arm_augment} changes only generated samples; with --gan-fraction 0 "
                  "it has no effect")
     log.info(f"{len(train_set)} training images ({len(train_set) // options.batch_size} batches of {options.batch_size} "
-             f"per epoch), {len(valid_set)} validation images, {options.image_size} px, {options.epochs} epochs, arm "
-             f"augmentation '{options.arm_augment}', {options.gan_fraction:.0%} of each batch generated")
+             f"per epoch), {len(valid_set)} validation images, {options.image_size} px, {options.epochs} epochs of "
+             f"{options.optimizer} at lr {options.lr:g} ({options.lr_schedule} schedule), arm augmentation "
+             f"'{options.arm_augment}', {options.gan_fraction:.0%} of each batch generated")
     return train_set, valid_set
 
 

@@ -4,7 +4,10 @@ The seed's SGD with momentum 0.9 (no Nesterov), lr 1e-5, weight decay 5e-7; or A
 preset's, which learns in minutes where the seed's SGD needs days). Schedules:
 - 'metric-based': ReduceLROnPlateau on the total validation loss (factor 0.8, patience 4,
   threshold 1e-4 relative), stepped once per epoch after validation;
-- 'fixed': StepLR (step 20 epochs, gamma 0.8), stepped once per epoch.
+- 'fixed': StepLR (step 20 epochs, gamma 0.8), stepped once per epoch;
+- 'cosine' (not in the seed; the cpu preset's): CosineAnnealingLR from lr to 0 over `epochs`,
+  stepped once per epoch, so that a short run ends on small steps instead of on the noise of
+  full-size ones.
 Loss: common.models.losses.nadsnet_loss, SSE(heatmaps)/B + SSE(PAFs)/B + w * DiceBCE(seatbelt),
 w = 500 as in the seed (`seatbelt_weight`).
 """
@@ -24,7 +27,7 @@ from nadsnet_pvt.evaluate import predict
 
 PLATEAU = dict(factor=0.8, patience=4, threshold=1e-4, threshold_mode="rel")
 STEP = dict(step_size=20, gamma=0.8)
-SCHEDULES = ("metric-based", "fixed")
+SCHEDULES = ("metric-based", "fixed", "cosine")
 
 
 def detached(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,7 +44,8 @@ class NADSNetTrainer:
         optimizer: 'sgd' (the seed's) or 'adamw'.
         seatbelt_weight: weight of the seatbelt Dice-BCE in the loss (the seed's 500).
         heatmap_weight: weight of the heatmap SSE / B in the loss (the seed's 1).
-        schedule: 'metric-based' or 'fixed' (see the module docstring).
+        schedule: 'metric-based', 'fixed' or 'cosine' (see the module docstring).
+        epochs: the run's length in epochs (the cosine schedule's period).
         amp: 'off' | 'bf16' | 'fp16' autocast of the forward pass (losses in float32).
     A non-finite loss raises NonFiniteLossError before any update, with the network's buffers
     put back as they were before the batch's forward pass (the run then stops or skips it).
@@ -59,6 +63,7 @@ class NADSNetTrainer:
         optimizer: str = "sgd",
         seatbelt_weight: float = 500.0,
         heatmap_weight: float = 1.0,
+        epochs: int = 100,
     ):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -78,8 +83,10 @@ class NADSNetTrainer:
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if schedule == "metric-based":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", **PLATEAU)
-        else:
+        elif schedule == "fixed":
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, **STEP)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs, eta_min=0.0)
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and self.device.type == "cuda")
 
@@ -88,7 +95,8 @@ class NADSNetTrainer:
         """The optimiser, schedule and loss balance train_nadsnet.py's options describe."""
         return cls(net, device, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay,
                    schedule=options.lr_schedule, amp=options.amp, optimizer=options.optimizer,
-                   seatbelt_weight=options.seatbelt_weight, heatmap_weight=options.heatmap_weight)
+                   seatbelt_weight=options.seatbelt_weight, heatmap_weight=options.heatmap_weight,
+                   epochs=options.epochs)
 
     def distribute(self, job) -> None:
         """In a distributed job: NADS-Net trains through DistributedDataParallel, and its loss

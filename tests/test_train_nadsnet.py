@@ -411,6 +411,22 @@ def test_learning_rate_schedules_follow_the_seed(schedule):
         assert lrs[18] == 1.0 and lrs[19] == pytest.approx(0.8)  # StepLR: x0.8 after 20 epochs
 
 
+def test_cosine_schedule_ends_near_zero_on_the_last_epoch():
+    trainer = NADSNetTrainer(TinyMapNet(), "cpu", lr=1.0, schedule="cosine", epochs=5)
+    lrs = [trainer.lr] + [trainer.end_epoch(10.0) for _ in range(4)]  # the lr of epochs 1..5
+    assert lrs == pytest.approx([1.0, 0.9045085, 0.6545085, 0.3454915, 0.0954915])
+    assert trainer.end_epoch(10.0) == pytest.approx(0.0, abs=1e-12)  # after the last epoch
+
+
+def test_cpu_preset_uses_the_cosine_schedule_and_the_seed_its_plateau():
+    from nadsnet_pvt.options import parse_options
+
+    cpu, _ = parse_options(["--preset", "cpu"], gpu_available=False)
+    seed, _ = parse_options(["--preset", "seed"], gpu_available=False)
+    chosen, _ = parse_options(["--preset", "cpu", "--lr-schedule", "fixed"], gpu_available=False)
+    assert (cpu.lr_schedule, seed.lr_schedule, chosen.lr_schedule) == ("cosine", "metric-based", "fixed")
+
+
 def test_pretrained_partial_state_dict_reports_what_did_not_load(tmp_path):
     from common.models.factory import build_nadsnet
 
