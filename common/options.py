@@ -97,8 +97,8 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
     devices.add_argument("--nadsnet-device", default=None, help="default: cuda:1 with two GPUs, the GAN's device otherwise")
     devices.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
     devices.add_argument("--lean-memory", action="store_true",
-                         help="CPU: hand freed activation memory back to the OS at once (glibc): about 10%% lower peak "
-                         "memory at 384 px, about 10%% slower")
+                         help="CPU: hand freed activation memory back to the OS at once (glibc): at 384 px 3%% lower "
+                         "peak memory than the default, 11%% slower")
 
     output = groups["output"]
     output.add_argument("--print-freq", type=non_negative_int, default=None, help="print the losses every N iterations (0 = off)")

@@ -411,6 +411,7 @@ def test_learning_rate_schedules_follow_the_seed(schedule):
         assert lrs[18] == 1.0 and lrs[19] == pytest.approx(0.8)  # StepLR: x0.8 after 20 epochs
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # no training here
 def test_cosine_schedule_ends_near_zero_on_the_last_epoch():
     trainer = NADSNetTrainer(TinyMapNet(), "cpu", lr=1.0, schedule="cosine", epochs=5)
     lrs = [trainer.lr] + [trainer.end_epoch(10.0) for _ in range(4)]  # the lr of epochs 1..5
