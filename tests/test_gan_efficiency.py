@@ -20,6 +20,9 @@ float32 arithmetic is reproduced to float32 rounding; only the order of a few su
 from __future__ import annotations
 
 import copy
+import os
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,3 +212,30 @@ def test_on_the_cpu_the_networks_train_channels_last_and_files_keep_the_default_
     saved = torch.load(tmp_path / "G.pth", weights_only=True)
     assert all(value.is_contiguous() for value in saved.values())
     assert all(torch.equal(saved[name], value) for name, value in model.netG.state_dict().items())
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
+                    reason="glibc on Linux only")
+def test_free_heap_pages_are_handed_back_only_above_the_threshold():
+    """The holes freed tensors leave inside glibc's heaps stay resident until handed back; small
+    amounts are left alone (handing them back costs page faults at the next step)."""
+    from common.devices import free_heap_bytes, release_free_heap_pages
+
+    def resident_bytes() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    if free_heap_bytes() is None:
+        pytest.skip("glibc older than 2.33 (no mallinfo2)")
+    cpu = torch.device("cpu")
+    torch.ones(1 << 20)  # a freed 4 MiB block raises glibc's mmap threshold: the next come from the heap
+    blocks = [torch.ones(1 << 20) for _ in range(100)]
+    kept = blocks[1::2]  # every other block freed: 200 MiB of holes the heap cannot trim from its top
+    del blocks
+    assert free_heap_bytes() > 150 << 20
+    before = resident_bytes()
+    assert not release_free_heap_pages(cpu, above_bytes=1 << 40)
+    assert resident_bytes() > before - (50 << 20)
+    assert release_free_heap_pages(cpu, above_bytes=100 << 20)
+    assert resident_bytes() < before - (150 << 20)
+    assert not release_free_heap_pages(torch.device("meta"), above_bytes=0)  # CPU runs only
+    assert len(kept) == 50
