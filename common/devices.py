@@ -147,9 +147,9 @@ def _glibc() -> Any:
 RELEASE_ABOVE_FREE_BYTES = 256 << 20
 
 
-def free_heap_bytes() -> int | None:
-    """Bytes free inside glibc's heaps, all arenas (mallinfo2's fordblks); None without
-    glibc 2.33 or later."""
+@functools.cache
+def _mallinfo2() -> Any:
+    """glibc's mallinfo2 with its result type declared, or None without glibc 2.33 or later."""
     import ctypes
 
     libc = _glibc()
@@ -161,7 +161,14 @@ def free_heap_bytes() -> int | None:
             "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
     libc.mallinfo2.restype = MallInfo2
-    return int(libc.mallinfo2().fordblks)
+    return libc.mallinfo2
+
+
+def free_heap_bytes() -> int | None:
+    """Bytes free inside glibc's heaps, all arenas (mallinfo2's fordblks); None without
+    glibc 2.33 or later."""
+    mallinfo2 = _mallinfo2()
+    return None if mallinfo2 is None else int(mallinfo2().fordblks)
 
 
 def release_free_heap_pages(device: torch.device, above_bytes: int = RELEASE_ABOVE_FREE_BYTES) -> bool:

@@ -50,7 +50,7 @@ SEED_PRESET = dict(
     save_latest_freq=500,
 )
 
-# Learns on a 2-core CPU in about 9 minutes (README "Quick start"): 128 px, narrow FPN and
+# Learns on a 2-core CPU in about 10 minutes (README "Quick start"): 128 px, narrow FPN and
 # heads (at the seed's widths the heads are 85 % of NADS-Net's cost), AdamW with heatmaps and
 # seatbelt weighted to learn together, batches of 4, on the preset's synthetic set, samples
 # shown at full size (the seed's shrinking to 0.3 leaves people of a few output cells at

@@ -5,9 +5,10 @@ preset's, which learns in minutes where the seed's SGD needs days). Schedules:
 - 'metric-based': ReduceLROnPlateau on the total validation loss (factor 0.8, patience 4,
   threshold 1e-4 relative), stepped once per epoch after validation;
 - 'fixed': StepLR (step 20 epochs, gamma 0.8), stepped once per epoch;
-- 'cosine' (not in the seed; the cpu preset's): CosineAnnealingLR from lr to 0 over `epochs`,
-  stepped once per epoch, so that a short run ends on small steps instead of on the noise of
-  full-size ones.
+- 'cosine' (not in the seed; the cpu preset's): lr x (1 + cos(pi e / epochs)) / 2 after e epochs,
+  from lr to 0 over `epochs`, stepped once per epoch, so that a short run ends on small steps
+  instead of on the noise of full-size ones. A run continued with a larger --epochs follows the
+  longer curve from where it stands (its lr rises to that curve's value).
 Loss: common.models.losses.nadsnet_loss, SSE(heatmaps)/B + SSE(PAFs)/B + w * DiceBCE(seatbelt),
 w = 500 as in the seed (`seatbelt_weight`).
 """
@@ -86,7 +87,11 @@ class NADSNetTrainer:
         elif schedule == "fixed":
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, **STEP)
         else:
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs, eta_min=0.0)
+            # The closed form over this run's --epochs, not CosineAnnealingLR: that one stores its
+            # period in the training state, so a run continued with a larger --epochs would keep the
+            # old period and, past it, climb back to the full lr.
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs)))
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and self.device.type == "cuda")
 

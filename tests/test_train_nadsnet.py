@@ -419,6 +419,18 @@ def test_cosine_schedule_ends_near_zero_on_the_last_epoch():
     assert trainer.end_epoch(10.0) == pytest.approx(0.0, abs=1e-12)  # after the last epoch
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # no training here
+def test_a_cosine_run_continued_with_more_epochs_follows_the_longer_curve():
+    short = NADSNetTrainer(TinyMapNet(), "cpu", lr=1.0, schedule="cosine", epochs=4)
+    for _ in range(2):
+        short.end_epoch(10.0)
+    longer = NADSNetTrainer(TinyMapNet(), "cpu", lr=1.0, schedule="cosine", epochs=8)
+    longer.load_state_dict(short.state_dict())
+    lrs = [longer.end_epoch(10.0) for _ in range(6)]  # the lr of epochs 4..8, then after the last
+    expected = [(1 + math.cos(math.pi * e / 8)) / 2 for e in range(3, 9)]
+    assert lrs == pytest.approx(expected, abs=1e-12)  # never back up to the full lr, 0 at the end
+
+
 def test_cpu_preset_uses_the_cosine_schedule_and_the_seed_its_plateau():
     from nadsnet_pvt.options import parse_options
 
