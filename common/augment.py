@@ -1,5 +1,5 @@
-"""Augmentations: arm poses of the front-row people (SPEC 5) and random resize-and-place of
-whole training samples (SPEC 6).
+"""Augmentations: arm poses of the front-row people and random resize-and-place of whole
+training samples.
 
 `arm_augment` works on one sample's keypoints (numpy, in the data loader) and never changes
 its input. `geometric_augment` works on a batch of images and label maps (torch, on the
@@ -15,15 +15,39 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.pose import ARMS, FRONT_ROW_TORSO_HEIGHT, HIPS, NECK, NUM_KEYPOINTS, scale_for
+from common.pose import (
+    ARMS,
+    FRONT_ROW_TORSO_HEIGHT,
+    HIPS,
+    LEFT_HIP,
+    LEFT_SHOULDER,
+    NECK,
+    NUM_KEYPOINTS,
+    RIGHT_HIP,
+    RIGHT_SHOULDER,
+    scale_for,
+)
 
-ARM_AUGMENT_MODES = ("none", "slightly", "highly")
+ARM_AUGMENT_MODES = ("none", "slightly", "highly", "plausible")
 
 UPPER_ARM_PER_TORSO = 0.77  # upper arm length L = 0.77 * torso height
 FOREARM_PER_UPPER_ARM = 0.9  # forearm length F = 0.9 * L
 SLIGHT_OFFSET = 0.1  # 'slightly': offsets uniform in [-0.1, 0.1] * segment length, per axis
 HIGH_LENGTH_MEAN, HIGH_LENGTH_STD = 0.7, 0.2  # 'highly': segment length ~ N(0.7, 0.2) * nominal ...
 HIGH_LENGTH_MIN, HIGH_LENGTH_MAX = 0.1, 1.0  # ... clipped to [0.1, 1] * nominal
+
+# 'plausible': lengths of the synthetic renderer's arms (the longest projected upper arm and
+# forearm per torso height; shorter = pointing towards the camera), joint angles within human
+# limits, in a frame whose pixels are square again (the input stretches the frame to S x S).
+PLAUSIBLE_UPPER_ARM_PER_TORSO = 0.62
+PLAUSIBLE_FOREARM_PER_TORSO = 0.58
+PLAUSIBLE_SHORTEST = 0.55  # a segment's projected length: uniform in [0.55, 1] x its longest
+# Upper arm: degrees from hanging straight down, positive away from the body, negative across it.
+PLAUSIBLE_SHOULDER_DEGREES = (-40.0, 170.0)
+PLAUSIBLE_ELBOW_FLEXION_DEGREES = (0.0, 145.0)  # the forearm's turn from the upper arm, either way
+# The head: a disk of this radius (per torso height) centred this far above the neck.
+PLAUSIBLE_HEAD_ABOVE_NECK, PLAUSIBLE_HEAD_RADIUS = 0.33, 0.25
+PLAUSIBLE_TRIES = 50  # draws per arm before the arm is left as it was
 
 SCALE_TENTHS = tuple(range(3, 11))  # scales 0.3, 0.4, ..., 1.0, in tenths for exact arithmetic
 # The canvas around a shrunk image is this grey pixel value (SPEC 6); callers normalise it
@@ -57,17 +81,26 @@ def _random_direction(rng: np.random.Generator) -> np.ndarray:
     return np.array([math.cos(angle), math.sin(angle)])
 
 
-def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, image_size: int = 384) -> np.ndarray:
+def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, image_size: int = 384,
+                pixel_aspect: float = 1.0) -> np.ndarray:
     """Move the arms of the front-row people; returns a new array, the input is untouched.
 
     keypoints: (P, 9, 2) (x, y) input pixels of an `image_size` square input, NaN = missing.
     mode: 'none' (a copy), 'slightly' (present elbows and wrists jitter by whole pixels, up to
-    10 % of the upper arm / forearm per axis, not clipped) or 'highly' (for each present
+    10 % of the upper arm / forearm per axis, not clipped), 'highly' (for each present
     shoulder, a new elbow and wrist in random directions at random lengths, rounded and
-    clipped to [0, image_size]; missing elbows and wrists become present).
+    clipped to [0, image_size]; missing elbows and wrists become present) or 'plausible' (for
+    each present shoulder, an arm a person could hold: the upper arm 40 degrees across the body
+    to 170 degrees out and up from hanging down, the elbow bent 0-145 degrees either way,
+    segments 0.55-1 x the renderer's longest (0.62 and 0.58 torso heights), measured with square
+    pixels (`pixel_aspect`); the elbow and hand inside the frame and out of the head, the hand
+    out of the torso; after 50 draws without such an arm, the arm stays as it was).
+    The seed's 'slightly' and 'highly' are kept exactly as it computed them.
     Only people whose torso height exceeds 70 px (at 384 input, scaled) are changed; people
     without a neck or without both hips are left alone.
     rng: the source of every random draw (seed it per sample for reproducible epochs).
+    pixel_aspect: the source frame's width / height (the input stretches it to a square), so
+        that 'plausible' angles and lengths are those of the frame; the other modes ignore it.
     """
     if mode not in ARM_AUGMENT_MODES:
         raise ValueError(f"arm augment mode must be one of {ARM_AUGMENT_MODES}, got {mode!r}")
@@ -82,7 +115,10 @@ def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, imag
     for person in augmented:  # rows are views: changes land in `augmented`
         torso = torso_height(person)
         if torso is not None and torso > front_row_height:
-            _move_arms(person, mode, torso, rng, image_size)
+            if mode == "plausible":
+                _plausible_arms(person, rng, image_size, pixel_aspect)
+            else:
+                _move_arms(person, mode, torso, rng, image_size)
     return augmented
 
 
@@ -102,6 +138,41 @@ def _move_arms(person: np.ndarray, mode: str, torso: float, rng: np.random.Gener
             new_wrist = new_elbow + _random_direction(rng) * _random_length(forearm, rng)
             person[elbow] = new_elbow
             person[wrist] = np.clip(np.round(new_wrist), 0, image_size)
+
+
+def _inside_polygon(point: np.ndarray, corners: np.ndarray) -> bool:
+    """Whether `point` (2,) lies inside the convex polygon `corners` (K, 2), either winding."""
+    edges = np.roll(corners, -1, axis=0) - corners
+    cross = edges[:, 0] * (point[1] - corners[:, 1]) - edges[:, 1] * (point[0] - corners[:, 0])
+    return bool((cross > 0).all() or (cross < 0).all())
+
+
+def _plausible_arms(person: np.ndarray, rng: np.random.Generator, image_size: int, pixel_aspect: float) -> None:
+    """Give one front-row person's (9, 2) arms new 'plausible' elbows and wrists, in place."""
+    square = np.array([pixel_aspect, 1.0])  # input pixels -> pixels as square as the frame's
+    points = person * square
+    torso = torso_height(points)
+    body = points[[RIGHT_SHOULDER, LEFT_SHOULDER, LEFT_HIP, RIGHT_HIP]]
+    head = points[NECK] + np.array([0.0, -PLAUSIBLE_HEAD_ABOVE_NECK * torso])
+    low, high = np.zeros(2), np.array([image_size * pixel_aspect, image_size])
+    has_body = bool(np.isfinite(body).all())
+    for (shoulder, elbow, wrist), away in zip(ARMS, (-1.0, 1.0)):  # the right arm is on the image's left
+        if not _present(points[shoulder]):
+            continue
+        for _ in range(PLAUSIBLE_TRIES):
+            angle = math.radians(rng.uniform(*PLAUSIBLE_SHOULDER_DEGREES))
+            upper = np.array([away * math.sin(angle), math.cos(angle)])
+            bend = math.radians(rng.uniform(*PLAUSIBLE_ELBOW_FLEXION_DEGREES)) * rng.choice((-1.0, 1.0))
+            fore = np.array([upper[0] * math.cos(bend) - upper[1] * math.sin(bend),
+                             upper[0] * math.sin(bend) + upper[1] * math.cos(bend)])
+            new_elbow = points[shoulder] + upper * torso * PLAUSIBLE_UPPER_ARM_PER_TORSO * rng.uniform(PLAUSIBLE_SHORTEST, 1.0)
+            new_wrist = new_elbow + fore * torso * PLAUSIBLE_FOREARM_PER_TORSO * rng.uniform(PLAUSIBLE_SHORTEST, 1.0)
+            in_frame = all(((joint >= low) & (joint < high)).all() for joint in (new_elbow, new_wrist))
+            off_head = all(np.hypot(*(joint - head)) > PLAUSIBLE_HEAD_RADIUS * torso for joint in (new_elbow, new_wrist))
+            off_torso = not (has_body and _inside_polygon(new_wrist, body))
+            if in_frame and off_head and off_torso:
+                person[elbow], person[wrist] = new_elbow / square, new_wrist / square
+                break
 
 
 def _check_batch(images, seatbelt, heatmaps, pafs) -> tuple[int, int]:

@@ -253,7 +253,7 @@ class PoseDataset(torch.utils.data.Dataset):
         images_dir: folder holding `<image_id>.png` (or .jpg / .jpeg when no .png exists).
         masks_dir: folder holding the seatbelt mask `<image_id>.png` (or .jpg / .jpeg).
         image_size: network input size S (a positive multiple of 32).
-        arm_augment: 'none' | 'slightly' | 'highly' (SPEC 5), applied to a copy of the
+        arm_augment: one of common.augment.ARM_AUGMENT_MODES, applied to a copy of the
             keypoints to give `augmented_keypoints`.
         seed: seed of the augmentation; sample i of epoch e draws from
             np.random.default_rng([seed, e, i]), so results do not depend on the worker count.
@@ -415,7 +415,9 @@ class PoseDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample index {index} out of range for {len(self)} samples")
         keypoints = self.keypoints[index]  # read-only: augmentation cannot alias it
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        augmented = arm_augment(keypoints, self.arm_augment, rng, image_size=self.image_size).astype(np.float32, copy=False)
+        width, height = self.source_sizes[index]
+        augmented = arm_augment(keypoints, self.arm_augment, rng, image_size=self.image_size,
+                                pixel_aspect=float(width) / float(height)).astype(np.float32, copy=False)
         try:
             image = load_image(self.image_paths[index], self.image_size)
             seatbelt = load_seatbelt_mask(self.mask_paths[index], self.image_size)
@@ -429,6 +431,80 @@ class PoseDataset(torch.utils.data.Dataset):
             "image_id": self.image_ids[index],
             "index": int(index),
         }
+
+
+# The variant a sample is paired with draws from np.random.default_rng([seed, epoch, index, VARIANT_STREAM]),
+# a stream apart from the arm augmentation's [seed, epoch, index].
+VARIANT_STREAM = 1
+
+
+class WithGeneratedFrames(torch.utils.data.Dataset):
+    """Real samples, each paired with one of its frames in changed poses rendered ahead of training.
+
+    The generated frames are a data set in the seed's layout (`annotation_file` with the
+    Raw_Images and Seatbelt_Mask folders beside it), as `generate.py dataset` and the synthetic
+    renderer's oracle pool write them: each Person annotation names the real frame it varies in
+    its `source_image_id` field. Every real frame needs at least one such frame (DataError).
+
+    Sample `index` of epoch e is the real sample plus "variant_image" (3, S, S),
+    "variant_seatbelt" (1, S, S) and "variant_keypoints" (P, 9, 2) of one of its frames, the k-th
+    drawn uniformly from np.random.default_rng([seed, epoch, index, VARIANT_STREAM]): the run's
+    seed picks which variant a sample gets, the frames themselves are fixed.
+    """
+
+    def __init__(self, real: PoseDataset, annotation_file: str | os.PathLike, seed: int = 0):
+        annotation_file = Path(annotation_file)
+        folder = annotation_file.parent
+        self.real = real
+        self.frames = PoseDataset(annotation_file, folder / "Raw_Images", folder / "Seatbelt_Mask",
+                                  image_size=real.image_size)
+        self.seed = int(seed)
+        source_of: dict[str, str] = {}
+        for index, annotation in enumerate(read_annotation_list(annotation_file)):
+            if not isinstance(annotation, dict) or annotation.get("label") != PERSON_LABEL:
+                continue
+            source = annotation.get("source_image_id")
+            if not isinstance(source, str):
+                raise DataError(f"{annotation_file}: annotation {index}: field 'source_image_id' (the real frame this "
+                                f"frame varies) is missing or not a string, got {source!r}")
+            source_of[annotation["image_id"].replace("\\", "/").strip("/")] = source.replace("\\", "/").strip("/")
+        variants: dict[str, list[int]] = {}
+        for frame_index, image_id in enumerate(self.frames.image_ids):
+            variants.setdefault(source_of[image_id], []).append(frame_index)
+        missing = [image_id for image_id in real.image_ids if image_id not in variants]
+        if missing:
+            raise DataError(f"{annotation_file}: no frame has 'source_image_id' {missing[0]!r} (a frame of "
+                            f"{real.annotation_file}), nor {len(missing) - 1} more of its {len(real)} frames; "
+                            "render the generated frames from that training set")
+        self.variants = [variants[image_id] for image_id in real.image_ids]
+        for index, frames in enumerate(self.variants):
+            people = {len(self.frames.keypoints[f]) for f in frames}
+            if people != {len(real.keypoints[index])}:
+                first = frames[0]
+                raise DataError(f"{annotation_file}: {self.frames.describe_record(first)} has "
+                                f"{len(self.frames.keypoints[first])} people, its real frame {real.image_ids[index]!r} "
+                                f"{len(real.keypoints[index])}")
+        self.epoch = 0
+
+    def verify_file_ends(self) -> None:
+        self.real.verify_file_ends()
+        self.frames.verify_file_ends()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.real.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.real[index]
+        choices = self.variants[index]
+        pick = int(np.random.default_rng([self.seed, self.epoch, index, VARIANT_STREAM]).integers(len(choices)))
+        variant = self.frames[choices[pick]]
+        sample.update(variant_image=variant["image"], variant_seatbelt=variant["seatbelt"],
+                      variant_keypoints=variant["keypoints"], variant_id=variant["image_id"])
+        return sample
 
 
 def annotation_file_text(annotations: Sequence[dict], sort_keys: bool = False, **extra: Any) -> str:
@@ -450,18 +526,26 @@ def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image": float32 (B, 3, S, S); "seatbelt": float32 (B, 1, S, S);
         "keypoints", "augmented_keypoints": float32 (B, Pmax, 9, 2), padded with NaN people
             (Pmax = largest P in the batch, 0 when no sample has a person);
-        "image_id": list[str]; "index": int64 (B,).
+        "image_id": list[str]; "index": int64 (B,);
+        with WithGeneratedFrames samples also "variant_image", "variant_seatbelt",
+        "variant_keypoints" (padded to the same Pmax) and "variant_id".
     """
     if not samples:
         raise ValueError("collate_poses needs at least one sample")
-    max_people = max(len(sample["keypoints"]) for sample in samples)
+    variants = "variant_image" in samples[0]
+    pose_keys = ("keypoints", "augmented_keypoints") + (("variant_keypoints",) if variants else ())
+    max_people = max(len(sample[key]) for sample in samples for key in pose_keys)
     batch: dict[str, Any] = {
         "image": torch.stack([sample["image"] for sample in samples]),
         "seatbelt": torch.stack([sample["seatbelt"] for sample in samples]),
         "image_id": [sample["image_id"] for sample in samples],
         "index": torch.tensor([int(sample["index"]) for sample in samples], dtype=torch.long),
     }
-    for key in ("keypoints", "augmented_keypoints"):
+    if variants:
+        batch["variant_image"] = torch.stack([sample["variant_image"] for sample in samples])
+        batch["variant_seatbelt"] = torch.stack([sample["variant_seatbelt"] for sample in samples])
+        batch["variant_id"] = [sample["variant_id"] for sample in samples]
+    for key in pose_keys:
         padded = torch.full((len(samples), max_people, NUM_KEYPOINTS, 2), math.nan, dtype=torch.float32)
         for row, sample in enumerate(samples):
             people = torch.as_tensor(sample[key], dtype=torch.float32)

@@ -1,22 +1,29 @@
-"""One NADS-Net training batch with generated samples in it (SPEC 10, with the seed's defects fixed).
+"""One NADS-Net training batch with generated samples in it.
 
-For a collated batch of B samples:
-1. the first `n` samples (n from `generated_count`, about B * gan_fraction) are re-rendered:
-   their GAN input (9 heatmaps + 16 PAFs + seatbelt, full resolution) is drawn from the
-   AUGMENTED pose on the generator's device, the generator runs without autograd, and its
-   [-1, 1] output is converted to ImageNet normalisation (unless --image-range seed asks for
-   the seed's unconverted frames) and moved to NADS-Net's device;
-2. the labels: generated samples get the maps of their augmented pose, real samples the
-   maps of their real pose (every real sample, the last one included: the seed's slice
-   `B/2:-1` gave the last one augmented labels on a real image);
-3. the targets are rendered on NADS-Net's device; then the geometric augmentation (SPEC 6)
-   shrinks and places every sample, with random choices from a CPU generator seeded by
-   (seed, epoch, batch index), so a resumed run draws the same.
+For a collated batch of B real samples and n generated ones (n from `generated_count`, about
+B x gan_fraction, the first n samples of each global batch):
+1. the generated samples: frames in the changed poses of the first n real samples, either
+   rendered now by the pretrained SPADE generator (their GAN input, 9 heatmaps + 16 PAFs +
+   seatbelt at full resolution, drawn from the AUGMENTED pose on the generator's device,
+   without autograd, its [-1, 1] output converted to ImageNet normalisation unless
+   --image-range seed asks for the seed's unconverted frames), or frames rendered ahead of
+   training (common.dataset.WithGeneratedFrames: a GAN's or the synthetic renderer's, with
+   their own poses and belt masks);
+2. `mode` 'replace' (the seed's recipe): they take the place of the first n real samples, so
+   the batch keeps B samples, B - n of them real; 'add': they join the B real samples, B + n
+   in all, so every real sample is still trained on;
+3. the labels: generated samples get the maps of their changed pose, real samples those of
+   their real pose (every real sample, the last one included: the seed's slice `B/2:-1` gave
+   the last one augmented labels on a real image);
+4. the targets are rendered on NADS-Net's device; then the geometric augmentation shrinks and
+   places every sample, with random choices from a CPU generator seeded by (seed, epoch, batch
+   index), so a resumed run draws the same.
 
 The generator normalises with the batch statistics of the samples it renders (as the seed
 did and as it normalised while training) without changing its stored running statistics or
 spectral-norm vectors (`common.models.normalization.frozen_norm_statistics`), or, with
-`eval_mode`, in eval mode with its running statistics.
+`eval_mode`, in eval mode with its running statistics, so that a pose renders to the same
+frame whatever else is in its batch.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from common.sampling import epoch_generator
 
 # Stream 0 of common.sampling.epoch_generator is the data order; geometric draws use 1 + batch index.
 GEOMETRIC_STREAM_OFFSET = 1
+GENERATED_MODES = ("replace", "add")
+ADDED_STREAM_KEY = 0x5DEECE66D  # mixed into a batch's geometric seed for its added samples
 
 
 def generated_count(batch_size: int, gan_fraction: float, batch_index: int) -> int:
@@ -88,22 +97,32 @@ def build_training_batch(
     global_batch: int | None = None,
     generator_runs: bool | None = None,
     smallest_tenths: int = 3,
+    mode: str = "replace",
+    global_generated: int | None = None,
 ) -> TrainingBatch:
     """Turn a collated PoseDataset batch into what NADS-Net trains on (see the module docstring).
 
-    batch: collate_poses output ("image", "seatbelt", "keypoints", "augmented_keypoints").
-    num_generated: the first `num_generated` samples are rendered by `generated_samples`
-        (None is allowed only when num_generated is 0).
+    batch: collate_poses output ("image", "seatbelt", "keypoints", "augmented_keypoints"; with
+        frames rendered ahead also "variant_image", "variant_seatbelt", "variant_keypoints").
+    num_generated: generated samples made from the first `num_generated` real samples: from the
+        batch's "variant_*" frames when it has them, else rendered by `generated_samples` (None
+        is allowed only then, or when num_generated is 0).
     device: NADS-Net's device.
     augment_generator: CPU generator of the geometric augmentation (`geometric_generator`),
         or None to skip it (validation pictures, tests).
     first_sample, global_batch: this batch is samples first_sample.. of a global batch of
-        `global_batch` (one process's share in a distributed job; common.sampling).
+        `global_batch` real samples (one process's share in a distributed job; common.sampling).
     smallest_tenths: the geometric augmentation's smallest scale in tenths (the seed's 0.3).
     generator_runs: whether the generator runs for this batch (default: num_generated > 0). In a
         distributed job it runs on every process whenever the global batch has generated samples,
         on an empty share too, since its batch norms gather statistics over all processes.
+    mode: 'replace' or 'add' (module docstring). global_generated: with 'add', the generated
+        samples of the whole global batch (default num_generated): their geometric draws are made
+        for that many samples from a stream of their own (`_added_generator`), the real samples'
+        exactly as without them.
     """
+    if mode not in GENERATED_MODES:
+        raise ValueError(f"mode must be one of {GENERATED_MODES}, got {mode!r}")
     device = torch.device(device)
     non_blocking = device.type == "cuda"
     images = batch["image"].to(device, non_blocking=non_blocking)
@@ -113,42 +132,81 @@ def build_training_batch(
     batch_size = images.shape[0]
     if not 0 <= num_generated <= batch_size:
         raise ValueError(f"num_generated must be in [0, {batch_size}], got {num_generated}")
-    generated = torch.zeros(batch_size, dtype=torch.bool)
-    generated[:num_generated] = True
-    label_keypoints = keypoints
-    if num_generated > 0 if generator_runs is None else generator_runs:
+    rendered_ahead = "variant_image" in batch
+    runs = num_generated > 0 if generator_runs is None else generator_runs
+    fake = None
+    if rendered_ahead and num_generated > 0:
+        fake = batch["variant_image"][:num_generated].to(device, non_blocking=non_blocking)
+        fake_seatbelt = batch["variant_seatbelt"][:num_generated].to(device, non_blocking=non_blocking)
+        fake_keypoints = batch["variant_keypoints"][:num_generated]
+    elif not rendered_ahead and runs:
         if generated_samples is None:
             raise ValueError("generated samples were asked for, but no generator is loaded")
-        augmented = batch["augmented_keypoints"]
-        fake = generated_samples.render(augmented[:num_generated], batch["seatbelt"][:num_generated], size)
-        images = torch.cat([fake.to(device, non_blocking=non_blocking), images[num_generated:]])
-        # Generated samples: the augmented pose they were drawn in; real samples: the real pose.
-        label_keypoints = torch.cat([augmented[:num_generated], keypoints[num_generated:]])
+        fake_keypoints = batch["augmented_keypoints"][:num_generated]
+        fake = generated_samples.render(fake_keypoints, batch["seatbelt"][:num_generated], size)
+        fake = fake.to(device, non_blocking=non_blocking)
+        fake_seatbelt = seatbelt[:num_generated]  # the generator drew the real frame's belt
+    if fake is None:
+        num_generated = 0
+        label_keypoints = keypoints
+    elif mode == "replace":
+        images = torch.cat([fake, images[num_generated:]])
+        seatbelt = torch.cat([fake_seatbelt, seatbelt[num_generated:]])
+        label_keypoints = torch.cat([fake_keypoints, keypoints[num_generated:]])
+    else:
+        images = torch.cat([images, fake])
+        seatbelt = torch.cat([seatbelt, fake_seatbelt])
+        label_keypoints = torch.cat([keypoints, fake_keypoints])
+    generated = torch.zeros(images.shape[0], dtype=torch.bool)
+    if mode == "replace":
+        generated[:num_generated] = True
+    else:
+        generated[batch_size:] = True
     heatmaps, pafs = nadsnet_targets(label_keypoints.to(device, non_blocking=non_blocking), size, include_background)
     if augment_generator is not None:
         fill = imagenet_value_of(CANVAS_GREY_PIXEL)
-        images, seatbelt, heatmaps, pafs = geometric_augment(images, seatbelt, heatmaps, pafs, augment_generator, fill,
-                                                             first_sample, global_batch, smallest_tenths)
+        real = slice(0, batch_size)
+        maps = [images, seatbelt, heatmaps, pafs]
+        placed = geometric_augment(*(m[real] for m in maps), augment_generator, fill, first_sample, global_batch,
+                                   smallest_tenths)
+        if mode == "add" and num_generated:
+            # The added samples draw from a stream of their own, so that the real samples are
+            # placed exactly as in a run without them.
+            added = geometric_augment(*(m[batch_size:] for m in maps), _added_generator(augment_generator), fill,
+                                      first_sample, num_generated if global_generated is None else global_generated,
+                                      smallest_tenths)
+            placed = tuple(torch.cat(pair) for pair in zip(placed, added))
+        images, seatbelt, heatmaps, pafs = placed
     return TrainingBatch(images, seatbelt, heatmaps, pafs, label_keypoints, generated)
 
 
+def _added_generator(generator: torch.Generator) -> torch.Generator:
+    """The geometric draws of a batch's added samples: a stream fixed by the batch's own."""
+    added = torch.Generator()
+    added.manual_seed(generator.initial_seed() ^ ADDED_STREAM_KEY)
+    return added
+
+
 class BatchRecipe:
-    """SPEC 10 for one run: which samples of a batch are generated, and with which draws.
+    """Which samples of a batch are generated, how they join it, and with which draws.
 
     Args:
         batch_size, gan_fraction: how many samples of each global batch are generated
-            (`generated_count`: the first ones of the global batch).
-        generated_samples: the generator, or None with gan_fraction 0.
+            (`generated_count`: from the first real samples of the global batch).
+        generated_samples: the generator, or None with gan_fraction 0 or frames rendered ahead.
         device: NADS-Net's device.
         include_background: a 10th heatmap channel in the targets.
         seed: the run's seed (the geometric augmentation's draws depend on it, the epoch and the batch).
         rank, world_size: this process's share of each global batch (common.sampling).
-        smallest_scale: the geometric augmentation's smallest scale (SPEC 6: 0.3).
+        smallest_scale: the geometric augmentation's smallest scale (the seed's 0.3).
+        mode: 'replace' (the seed's) or 'add' (see the module docstring).
     """
 
     def __init__(self, batch_size: int, gan_fraction: float, generated_samples: GeneratedSamples | None,
                  device: torch.device, include_background: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 smallest_scale: float = 0.3):
+                 smallest_scale: float = 0.3, mode: str = "replace"):
+        if mode not in GENERATED_MODES:
+            raise ValueError(f"mode must be one of {GENERATED_MODES}, got {mode!r}")
         self.batch_size, self.gan_fraction = batch_size, gan_fraction
         self.generated_samples = generated_samples
         self.device = device
@@ -157,6 +215,7 @@ class BatchRecipe:
         self.share = batch_size // world_size
         self.first_sample = rank * self.share
         self.smallest_tenths = round(smallest_scale * 10)
+        self.mode = mode
 
     def geometric(self, epoch: int, batch_index: int) -> torch.Generator:
         return geometric_generator(self.seed, epoch, batch_index)
@@ -167,4 +226,5 @@ class BatchRecipe:
         local = min(max(generated - self.first_sample, 0), batch["image"].shape[0])
         return build_training_batch(batch, local, self.generated_samples, self.device, self.include_background,
                                     self.geometric(epoch, batch_index), self.first_sample, self.batch_size,
-                                    generator_runs=generated > 0, smallest_tenths=self.smallest_tenths)
+                                    generator_runs=generated > 0, smallest_tenths=self.smallest_tenths,
+                                    mode=self.mode, global_generated=generated)

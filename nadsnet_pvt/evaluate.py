@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -38,7 +38,7 @@ from common.models.losses import nadsnet_loss
 from common.models.nadsnet import NADSNetOutput
 from common.options import image_size_value, non_negative_int, positive_int
 from common.pose import NUM_KEYPOINTS
-from nadsnet_pvt.metrics import ValidationMetrics, format_keypoint_table, format_overall
+from nadsnet_pvt.metrics import COUNT_SIZE, ValidationMetrics, format_keypoint_table, format_overall
 
 PROG = "python -m nadsnet_pvt.evaluate"
 AMP_MODES = ("off", "bf16", "fp16")
@@ -46,6 +46,8 @@ AMP_MODES = ("off", "bf16", "fp16")
 BatchHook = Callable[[dict, torch.Tensor, tuple], None]
 # reduce(counts) -> counts, or None after changing them in place (torch.distributed.all_reduce)
 CountReduction = Callable[[torch.Tensor], "torch.Tensor | None"]
+# subset(batch) -> bool (B, P, 9): the keypoints of a batch that a subset's metrics count
+KeypointSubset = Callable[[dict], torch.Tensor]
 
 
 @dataclass
@@ -56,12 +58,14 @@ class Evaluation:
     summary: `ValidationMetrics.summary()` (after the reduction, when one was given).
     metrics: the accumulated ValidationMetrics (already reduced).
     samples: the number of samples the losses are averaged over (all processes' after a reduction).
+    subsets: {name: summary} of the keypoint subsets asked for (see `evaluate`).
     """
 
     losses: dict[str, float]
     summary: dict
     metrics: ValidationMetrics
     samples: int
+    subsets: dict[str, dict] = field(default_factory=dict)
 
 
 def predict(net: nn.Module, images: torch.Tensor, device: torch.device, amp: str = "off") -> NADSNetOutput:
@@ -82,6 +86,7 @@ def evaluate(
     amp: str = "off",
     on_batch: BatchHook | None = None,
     reduce: CountReduction | None = None,
+    subsets: dict[str, KeypointSubset] | None = None,
 ) -> Evaluation:
     """Losses and metrics of `net` over `batches`, in eval mode without autograd.
 
@@ -94,10 +99,13 @@ def evaluate(
     reduce: applied once, after the last batch and before anything is read on the host, to one
         flat tensor of loss sums, then metric counts (e.g. an all-reduce over processes; every
         process must have seen at least one batch).
+    subsets: {name: subset(batch) -> bool (B, P, 9)}: the same metrics over those keypoints
+        only (from the same forward pass), in `Evaluation.subsets`.
     The network's train/eval mode is restored afterwards. Raises ValueError without batches.
     """
     device = torch.device(device)
     metrics = ValidationMetrics(image_size, device=device)
+    subset_metrics = {name: ValidationMetrics(image_size, device=device) for name in subsets or {}}
     names: list[str] = []
     loss_sums: torch.Tensor | None = None
     was_training = net.training
@@ -113,26 +121,35 @@ def evaluate(
             weighted = torch.stack(list(losses.values())).to(metrics.counts()) * images.shape[0]
             names, loss_sums = list(losses), weighted if loss_sums is None else loss_sums + weighted
             metrics.update(predictions.heatmaps, keypoints, predictions.seatbelt, seatbelt)
+            for name, subset in (subsets or {}).items():
+                subset_metrics[name].update(predictions.heatmaps, keypoints, predictions.seatbelt, seatbelt,
+                                            evaluated=subset(batch))
             if on_batch is not None:
                 on_batch(batch, images, predictions)
     finally:
         net.train(was_training)
     if loss_sums is None:
         raise ValueError("nothing to evaluate: no batches")
-    return _finish(names, loss_sums, metrics, reduce)
+    return _finish(names, loss_sums, metrics, reduce, subset_metrics)
 
 
-def _finish(names: list[str], loss_sums: torch.Tensor, metrics: ValidationMetrics, reduce: CountReduction | None) -> Evaluation:
-    """Reduce (optionally) the loss sums and metric counts together, then read them on the host."""
-    counts = torch.cat([loss_sums, metrics.counts()])
+def _finish(names: list[str], loss_sums: torch.Tensor, metrics: ValidationMetrics, reduce: CountReduction | None,
+            subset_metrics: dict[str, ValidationMetrics]) -> Evaluation:
+    """Reduce (optionally) the loss sums and all metric counts together, then read them on the host."""
+    every = [metrics, *subset_metrics.values()]
+    counts = torch.cat([loss_sums, *(m.counts() for m in every)])
     if reduce is not None:
         reduced = reduce(counts)
         counts = counts if reduced is None else reduced
-    metrics.load_counts(counts[len(names):])
+    offset = len(names)
+    for accumulated in every:
+        accumulated.load_counts(counts[offset: offset + COUNT_SIZE])
+        offset += COUNT_SIZE
     summary = metrics.summary()
     samples = summary["images"]
     sums = counts[: len(names)].cpu().tolist()
-    return Evaluation({name: total / samples for name, total in zip(names, sums)}, summary, metrics, samples)
+    return Evaluation({name: total / samples for name, total in zip(names, sums)}, summary, metrics, samples,
+                      {name: accumulated.summary() for name, accumulated in subset_metrics.items()})
 
 
 # --------------------------------------------------------------------------- the command

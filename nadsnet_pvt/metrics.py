@@ -222,18 +222,23 @@ class ValidationMetrics:
         keypoints: torch.Tensor,
         pred_seatbelt: torch.Tensor | None = None,
         seatbelt: torch.Tensor | None = None,
+        evaluated: torch.Tensor | None = None,
     ) -> None:
         """Add one batch without a host sync.
 
         pred_heatmaps: (B, C >= 9, h, w); keypoints: (B, P, 9, 2) ground truth in input pixels,
         NaN-padded; pred_seatbelt (B, 1, S, S) probabilities and seatbelt (B, 1, S, S) in {0, 1}
         when the network has a seatbelt head (both or neither).
+        evaluated: optional bool (B, P, 9): only these keypoints count in PCK, PCKt and the mean
+            error (a subset such as the arms in new poses); torsos still come from every keypoint.
         """
         device = pred_heatmaps.device
         if self._counts is None:
             self._allocate(device)
         keypoints = keypoints.to(device=device, dtype=torch.float32)
         distances = nearest_peak_distances(pred_heatmaps.detach(), keypoints, self.image_size)  # (B, P, 9)
+        if evaluated is not None:
+            distances = torch.where(evaluated.to(device), distances, torch.full_like(distances, math.nan))
         self._add_pck(distances)
         self._add_pckt(distances, keypoints)
         self.images += pred_heatmaps.shape[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from common.cli import OneLineParser
@@ -28,8 +29,10 @@ from common.options import (
     positive_float,
     positive_int,
 )
+from common.augment import ARM_AUGMENT_MODES
 from common.pose import NUM_KEYPOINTS
 from common.presets import NADSNET_IMAGE_SIZE
+from nadsnet_pvt.batch import GENERATED_MODES
 
 # The seed's settings (SPEC 9, 10).
 SEED_PRESET = dict(
@@ -45,6 +48,7 @@ SEED_PRESET = dict(
     heatmap_weight=1.0,
     smallest_scale=0.3,
     gan_fraction=0.5,
+    generated="replace",
     lr_schedule="metric-based",
     print_freq=0,
     save_latest_freq=500,
@@ -76,6 +80,7 @@ CPU_PRESET = dict(
     heatmap_weight=10.0,
     smallest_scale=1.0,
     gan_fraction=0.25,
+    generated="replace",
     lr_schedule="cosine",
     print_freq=0,
     save_latest_freq=500,
@@ -96,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                                help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
                                "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
     data = groups["data"]
-    data.add_argument("--arm-augment", choices=("none", "slightly", "highly"), default="slightly",
-                      help="how the generated samples' arm poses are changed (SPEC 5)")
+    data.add_argument("--arm-augment", choices=ARM_AUGMENT_MODES, default="slightly",
+                      help="how the generated samples' arm poses are changed: slightly and highly are the seed's "
+                      "(highly throws arms in any direction); plausible keeps joint angles within human limits, hands "
+                      "in the frame and out of the head and torso")
     data.add_argument("--smallest-scale", type=_scale, default=None,
                       help="the geometric augmentation shrinks each sample to a scale from this to 1.0 per axis, "
                       "in steps of 0.1; seed: 0.3")
@@ -115,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--generator-weights", default="auto",
                      help="the SPADE generator (configuration read from the .json beside it; seed files use "
                      "the seed's configuration); 'auto' = <checkpoints-dir>/latest_net_G.pth")
+    gan.add_argument("--generated", choices=GENERATED_MODES, default=None,
+                     help="replace: generated samples take the place of the first real samples of each batch (the "
+                     "seed's recipe); add: they join the batch's real samples (B + round(B x --gan-fraction) in all); "
+                     "seed: replace")
+    gan.add_argument("--generated-frames", type=Path, default=None, metavar="ANNOTATIONS",
+                     help="take the generated samples from frames rendered ahead of training instead of running the "
+                     "generator at every step: the annotation file of a folder written by `generate.py dataset` (or "
+                     "the synthetic renderer's oracle), with Raw_Images/ and Seatbelt_Mask/ beside it; each frame's "
+                     "annotations name the training frame it varies (source_image_id), and the run's seed picks one "
+                     "of a training frame's variants each time it is drawn")
     gan.add_argument("--generator-eval", action="store_true",
                      help="run the generator in eval mode (stored running statistics) instead of normalising "
                      "with the generated samples' batch statistics, as the seed and the GAN training did")
@@ -137,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     groups["output"].add_argument("--display-samples", type=non_negative_int, default=4,
                                   help="validation samples shown per epoch on the page")
+    groups["output"].add_argument("--train-eval-frames", type=non_negative_int, default=0,
+                                  help="after every epoch, also the metrics on the first N training frames (as they "
+                                  "are, unaugmented), written as train_frames_* beside the validation's: how far the "
+                                  "network fits its own frames against the held-out ones; 0 = off")
     return parser
 
 
@@ -158,7 +179,7 @@ def check_generated_batch(options: argparse.Namespace) -> None:
     """The generator normalises each batch's generated samples with their batch statistics:
     the fewest generated in a batch must be enough for its batch norms (computed from its
     shapes at --image-size, as train_gan.py checks its batch)."""
-    if options.gan_fraction == 0 or options.generator_eval:
+    if options.gan_fraction == 0 or options.generator_eval or options.generated_frames is not None:
         return
     from common.models.factory import build_generator, generator_config
     from common.models.normalization import normalised_map_areas

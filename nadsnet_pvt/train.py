@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from common.cli import run_script
-from common.dataset import PoseDataset, make_loader, validated_dataset
+from common.dataset import PoseDataset, WithGeneratedFrames, make_loader, validated_dataset
 from common.devices import place_networks
 from common.distributed import SINGLE_PROCESS, sum_over_processes
 from common.errors import CheckpointError, DataError
@@ -44,20 +44,23 @@ SPEC = RunSpec(
     options_file="nadsnet_opt.txt",
     metrics_file="nadsnet_metrics.jsonl",
     messages_to_log=True,
-    resume_keys=("batch_size", "image_size", "include_background", "gan_fraction", "arm_augment", "seed", "lr_schedule"),
+    resume_keys=("batch_size", "image_size", "include_background", "gan_fraction", "arm_augment", "seed", "lr_schedule",
+                 "generated"),
 )
 TRAIN_STATE = SPEC.state_file
 LOSS_NAMES = ("total", "heatmap", "paf", "seatbelt", "dice")
 METRIC_NAMES = ("pck5", "pck10", "pckt", "pckt_arms", "seatbelt_iou", "seatbelt_dice")
+TRAIN_FRAMES_METRICS = ("pckt", "pckt_arms", "seatbelt_iou")  # on --train-eval-frames, as train_frames_<name>
 
 
 def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Module:
     """Run the whole training; returns NADS-Net with its final weights."""
     run = Run(options, SPEC, messages)
     prepare_data(options, run.log, run.check_stop)
-    devices = place_networks(options, run.log, run.job, generator_used=options.gan_fraction > 0)
+    devices = place_networks(options, run.log, run.job, generator_used=runs_generator(options))
     run.settings["devices"] = f"GAN {devices.gan}, NADS-Net {devices.nadsnet}"
-    train_loader, valid_loader = build_loaders(options, *load_datasets(options, run.log), devices.nadsnet, run.job)
+    train_loader, valid_loader, fit_loader = build_loaders(options, *load_datasets(options, run.log), devices.nadsnet,
+                                                           run.job)
     run.check_stop()
     net, config = build_network(options, devices.nadsnet, run.log)
     generated_samples = build_generated_samples(options, devices.gan, run.log)
@@ -65,7 +68,7 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
         generated_samples.distribute(run.job)
     recipe = BatchRecipe(options.batch_size, options.gan_fraction, generated_samples, devices.nadsnet,
                          options.include_background, options.seed, run.job.rank, run.job.world_size,
-                         options.smallest_scale)
+                         options.smallest_scale, options.generated)
     trainer = NADSNetTrainer.from_options(options, net, devices.nadsnet)
     trainer.distribute(run.job)
     visualizer = NADSNetVisualizer(options.checkpoints_dir / "web", enabled=not options.no_html and run.is_writer)
@@ -82,10 +85,13 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
                 validation = evaluate(net, valid_loader, options.image_size, options.include_background, devices.nadsnet,
                                       options.amp, on_batch=picture_taker(visualizer, epoch, options),
                                       reduce=sum_over_processes if run.job.distributed else None)
+                own_frames = None if fit_loader is None else evaluate(
+                    net, fit_loader, options.image_size, options.include_background, devices.nadsnet, options.amp,
+                    reduce=sum_over_processes if run.job.distributed else None)
             if checkpoint.is_best(epoch, validation.losses["total"]) and run.is_writer:
                 checkpoint.save_best(options.checkpoints_dir)
             lr, next_lr = trainer.lr, trainer.end_epoch(validation.losses["total"])
-            report_epoch(run, visualizer, checkpoint, validation, lr, next_lr)
+            report_epoch(run, visualizer, checkpoint, validation, lr, next_lr, own_frames)
             run.end_epoch(save=True)
     best = (f"best validation loss {checkpoint.best_loss:.4g} at epoch {checkpoint.best_epoch} "
             f"({options.checkpoints_dir / BEST_WEIGHTS})" if checkpoint.best_epoch else "no validation yet")
@@ -94,19 +100,22 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Mod
 
 
 def report_epoch(run: Run, visualizer: NADSNetVisualizer, checkpoint: NADSNetCheckpoint, validation: Evaluation,
-                 lr: float, next_lr: float) -> None:
-    """The epoch's numbers: a log summary, one line of the metrics file, TensorBoard, the page."""
+                 lr: float, next_lr: float, own_frames: Evaluation | None = None) -> None:
+    """The epoch's numbers: a log summary, one line of the metrics file, TensorBoard, the page.
+    own_frames: the evaluation on the first --train-eval-frames training frames, if asked for."""
     epoch, summary = run.progress.epoch, validation.summary
     train_losses = run.epoch_means()
     metrics = {name: summary[name] for name in METRIC_NAMES}
+    fit = {} if own_frames is None else {f"train_frames_{name}": own_frames.summary[name] for name in TRAIN_FRAMES_METRICS}
     run.write_metrics({"epoch": epoch, "iteration": run.progress.total_iterations, "lr": lr,
                        **{f"train_{name}": value for name, value in train_losses.items()},
                        "valid_loss": validation.losses["total"], **{f"valid_{k}": v for k, v in validation.losses.items()},
                        **metrics, "mean_error_px": summary["mean_error_px"], "present": summary["present"],
-                       "present_arms": summary["present_arms"], "skipped_people": summary["skipped_people"]})
+                       "present_arms": summary["present_arms"], "skipped_people": summary["skipped_people"], **fit})
     scalars = {f"train/{name}": value for name, value in train_losses.items()}
     scalars.update({f"valid/{name}": value for name, value in validation.losses.items()})
     scalars.update({f"valid/{name}": value for name, value in metrics.items()})
+    scalars.update({f"train_frames/{name[len('train_frames_'):]}": value for name, value in fit.items()})
     run.scalars({**scalars, "lr": lr}, epoch, "nadsnet")
     visualizer.record(epoch, "train", train_losses)
     visualizer.record(epoch, "valid", {**validation.losses, **metrics})
@@ -120,6 +129,9 @@ def report_epoch(run: Run, visualizer: NADSNetVisualizer, checkpoint: NADSNetChe
         f"  keypoints: PCKt@0.2 {summary['pckt']:.3f} (arms {summary['pckt_arms']:.3f}, {summary['present']} keypoints, "
         f"{summary['skipped_people']} people skipped)  PCK@5 {summary['pck5']:.3f}  PCK@10 {summary['pck10']:.3f}  "
         f"seatbelt: IoU {summary['seatbelt_iou']:.3f}  Dice {summary['seatbelt_dice']:.3f}",
+        *([f"  own training frames ({own_frames.samples}): PCKt@0.2 {own_frames.summary['pckt']:.3f} (arms "
+           f"{own_frames.summary['pckt_arms']:.3f})  seatbelt IoU {own_frames.summary['seatbelt_iou']:.3f}"]
+          if own_frames is not None else []),
         *("  " + line for line in format_keypoint_table(summary).splitlines()),
         *([f"  learning rate lowered to {next_lr:.3g}"] if next_lr != lr else []),
     ]))
@@ -150,10 +162,23 @@ def picture_taker(visualizer: NADSNetVisualizer, epoch: int, options: argparse.N
 # --------------------------------------------------------------------------- building
 
 
+def runs_generator(options: argparse.Namespace) -> bool:
+    """Whether the SPADE generator renders samples during training (not with frames rendered ahead)."""
+    return options.gan_fraction > 0 and options.generated_frames is None
+
+
 def load_datasets(options: argparse.Namespace, log) -> tuple[PoseDataset, PoseDataset]:
-    """The training and validation sets, validated before anything is written."""
+    """The training set (with its frames rendered ahead, if given) and the validation set,
+    validated before anything is written."""
     train_set = validated_dataset(log, options.train_annotations, options.images_dir, options.masks_dir,
                                   image_size=options.image_size, arm_augment=options.arm_augment, seed=options.seed)
+    if options.generated_frames is not None:
+        with_frames = WithGeneratedFrames(train_set, options.generated_frames, seed=options.seed)
+        with_frames.frames.verify_file_ends()
+        log.info(f"generated samples from {len(with_frames.frames)} frames rendered ahead ({options.generated_frames}), "
+                 f"{min(map(len, with_frames.variants))}-{max(map(len, with_frames.variants))} per training frame; "
+                 "--arm-augment does not apply to them")
+        train_set = with_frames
     valid_set = validated_dataset(log, options.valid_annotations, options.valid_images_dir, options.valid_masks_dir,
                                   image_size=options.image_size)
     if len(train_set) < options.batch_size:
@@ -162,18 +187,23 @@ def load_datasets(options: argparse.Namespace, log) -> tuple[PoseDataset, PoseDa
     if options.gan_fraction == 0 and options.arm_augment != "none":
         log.info(f"note: --arm-augment {options.arm_augment} changes only generated samples; with --gan-fraction 0 "
                  "it has no effect")
+    joined = "replacing real samples" if options.generated == "replace" else "added to the real samples"
     log.info(f"{len(train_set)} training images ({len(train_set) // options.batch_size} batches of {options.batch_size} "
              f"per epoch), {len(valid_set)} validation images, {options.image_size} px, {options.epochs} epochs of "
              f"{options.optimizer} at lr {options.lr:g} ({options.lr_schedule} schedule), arm augmentation "
-             f"'{options.arm_augment}', {options.gan_fraction:.0%} of each batch generated")
+             f"'{options.arm_augment}', {options.gan_fraction:.0%} of each batch generated ({joined})")
+    if options.train_eval_frames > len(train_set):
+        raise DataError(f"{options.train_annotations}: --train-eval-frames {options.train_eval_frames} asks for more "
+                        f"frames than its {len(train_set)}")
     return train_set, valid_set
 
 
 def build_loaders(options: argparse.Namespace, train_set: PoseDataset, valid_set: PoseDataset, device: torch.device,
                   job=SINGLE_PROCESS):
     """Training batches shuffled, the last incomplete one dropped (the seed's NADS-Net loader);
-    validation in file order, every sample. Each process loads its share of every batch (its
-    validation counts are summed over the processes)."""
+    validation in file order, every sample; with --train-eval-frames N, a third loader of the
+    first N training frames in file order (else None). Each process loads its share of every
+    batch (its validation counts are summed over the processes)."""
     if len(valid_set) < job.world_size:
         raise DataError(f"{options.valid_annotations}: {len(valid_set)} image(s), fewer than the job's "
                         f"{job.world_size} processes")
@@ -181,8 +211,15 @@ def build_loaders(options: argparse.Namespace, train_set: PoseDataset, valid_set
                                      rank=job.rank, world_size=job.world_size)
     valid_sampler = ResumableSampler(len(valid_set), options.batch_size, seed=options.seed, shuffle=False, drop_last=False,
                                      rank=job.rank, world_size=job.world_size, even=False)
+    fit_loader = None
+    if options.train_eval_frames:
+        real = getattr(train_set, "real", train_set)
+        fit_sampler = ResumableSampler(options.train_eval_frames, options.batch_size, seed=options.seed, shuffle=False,
+                                       drop_last=False, rank=job.rank, world_size=job.world_size, even=False)
+        fit_sampler.set_epoch(0)
+        fit_loader = make_loader(real, fit_sampler, options.num_workers, device)
     return (make_loader(train_set, train_sampler, options.num_workers, device),
-            make_loader(valid_set, valid_sampler, options.num_workers, device))
+            make_loader(valid_set, valid_sampler, options.num_workers, device), fit_loader)
 
 
 def nadsnet_config(options: argparse.Namespace) -> dict[str, Any]:
@@ -225,6 +262,8 @@ def build_generated_samples(options: argparse.Namespace, device: torch.device, l
     its frames reach NADS-Net is this run's --image-range, never the generator file's."""
     if options.gan_fraction == 0:
         log.info("--gan-fraction 0: plain training on real frames (no generator)")
+        return None
+    if options.generated_frames is not None:
         return None
     path = options.checkpoints_dir / "latest_net_G.pth" if options.generator_weights in (None, "", "auto") \
         else Path(options.generator_weights)

@@ -92,7 +92,9 @@ def dataset_plan(frames: Frames, mode: str, copies: int, seed: int, include_sour
                             for record in frames.person_records[index] + frames.other_records[index]]
         for copy in range(copies):
             rng = np.random.default_rng([seed, index, copy])
-            pose = arm_augment(frames.keypoints[index], mode, rng, image_size=frames.image_size).astype(np.float32)
+            width, height = frames.size_of(index)
+            pose = arm_augment(frames.keypoints[index], mode, rng, image_size=frames.image_size,
+                               pixel_aspect=width / height).astype(np.float32)
             jobs.append(Job(f"{source_id}{COPY_SUFFIX}{copy}", index, copy, pose))
             annotations += generated_annotations(frames, jobs[-1])
     if include_source:
