@@ -40,8 +40,22 @@ def parse_options(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--data-seed", type=seed_value, default=1,
                         help="draws every synthetic set (training, held-out, judge) from its own seeds; another value "
                         "gives fresh sets, to check that a result is not a property of one draw (use another --out)")
+    parser.add_argument("--conditions", type=_condition_list, default=None, metavar="NAME[,NAME...]",
+                        help=f"run only these conditions (of {', '.join(CONDITION_NAMES)}) besides the steps every "
+                        "study runs; the report covers what ran, and its verdict needs real-only and generated")
     parser.add_argument("--smoke", action="store_true", help="every training cut to two iterations at 64 px (tests)")
     return parser.parse_args(argv), []
+
+
+CONDITION_NAMES = tuple(condition.name for condition in conditions())
+
+
+def _condition_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in names if name not in CONDITION_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown condition {unknown[0]!r} (choose from {','.join(CONDITION_NAMES)})")
+    return names
 
 
 def build_data(preset, out: Path, data_seed: int) -> StudyData:
@@ -97,7 +111,7 @@ def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
     check_folder(out, {"preset": preset.name, "smoke": bool(options.smoke), "data_seed": options.data_seed})
     clock = StudyClock(out)
     data = build_data(preset, out, options.data_seed)
-    plan = trainings(preset, out, data, options.data_seed)
+    plan = trainings(preset, out, data, options.data_seed, options.conditions)
     check_resumable(plan)
     progress = Progress(plan)
     with STOP:

@@ -61,6 +61,10 @@ def conditions(dose_fractions: tuple[float, ...] = (0.25, 0.75)) -> list[Conditi
                   summary="the GAN's frames in the training poses as they are, added: the cost of the frames themselves"),
         *(Condition(f"generated-{share:g}", (*add, "--gan-fraction", f"{share:g}"), pool="gan",
                     summary=f"as generated, with {share:.0%} of a batch's real count added") for share in dose_fractions),
+        Condition("generated-online", (*add, "--gan-fraction", "0.5", "--arm-augment", POOL_AUGMENT, "--generator-eval"),
+                  online_generator=True,
+                  summary="as generated, but the GAN renders a new pose drawn at every step instead of one of the "
+                  "pool's: whether rendering once ahead changes the recipe"),
         Condition("seed-recipe", ("--generated", "replace", "--gan-fraction", "0.5", "--arm-augment", "highly"),
                   online_generator=True,
                   summary="the seed's recipe: half of every batch replaced by the GAN rendering 'highly' arms each step"),
@@ -183,8 +187,10 @@ def pool_annotations(pool_dir: Path) -> Path:
     return pool_dir / "Train_keypoint_Annotation_sample.json"
 
 
-def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int) -> list[Training]:
-    """The study's steps, in the order they run."""
+def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
+              only: tuple[str, ...] | None = None) -> list[Training]:
+    """The study's steps, in the order they run (`only`: just these conditions, and the steps
+    every study runs)."""
     runs_dir, pools_dir = out / "runs", out / "pools"
     batch = _batch(preset.nadsnet_flags)
     cut = ("--max-iterations", str(preset.max_iterations)) if preset.max_iterations else ()
@@ -215,7 +221,7 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int) -
 
     def generate(name: str, mode: str, copies: int) -> Training:
         argv = ("dataset", "--generator", str(generator), *source, "--arm-augment", mode, "--copies", str(copies),
-                "--seed", str(data_seed), "--device", "cpu" if preset.name == "cpu" else "cuda", *amp,
+                "--seed", str(data_seed), *amp,
                 "--out", str(pools_dir / name))
         return Training(f"pool-{name}", "generate", runs_dir / f"pool-{name}", argv, 0, output=pools_dir / name)
 
@@ -226,6 +232,8 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int) -
     pool_oracle = Training("pool-oracle", "oracle", runs_dir / "pool-oracle", oracle_argv, 0, output=pools_dir / "oracle")
     steps = [judge, guidance, gan, pool_gan, pool_unchanged, pool_oracle]
     for condition in conditions(preset.dose_fractions):
+        if only is not None and condition.name not in only:
+            continue
         frames = () if condition.pool is None else ("--generated-frames", str(pool_annotations(pools_dir / condition.pool)))
         online = ("--generator-weights", str(generator)) if condition.online_generator else ()
         for seed in range(1, (preset.main_seeds if condition.main else preset.other_seeds) + 1):

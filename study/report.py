@@ -107,7 +107,9 @@ def faithfulness(judge: Training, train: DataSet, pools_dir: Path) -> dict[str, 
 
 def overfitting(trainings: list[Training]) -> dict[str, list]:
     """Real-only seed 1, per epoch: PCKt@0.2 on its own training frames and on the wide held-out set."""
-    run = next(t for t in trainings if t.condition == BASELINE and t.seed == 1)
+    run = next((t for t in trainings if t.condition == BASELINE and t.seed == 1), None)
+    if run is None:
+        return {"epoch": [], "train_pckt": [], "wide_pckt": [], "train_pckt_arms": [], "wide_pckt_arms": []}
     records = [json.loads(line) for line in (run.directory / "nadsnet_metrics.jsonl").read_text().splitlines()
                if line.strip()]
     return {"epoch": [r["epoch"] for r in records], "train_pckt": [r.get("train_frames_pckt") for r in records],

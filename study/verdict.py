@@ -68,6 +68,8 @@ def paired_table(conditions: dict[str, dict]) -> dict[str, dict]:
 
     conditions: {name: {'seeds': [...], held-out: {metric: [one value per seed]}}}, as in study.json.
     """
+    if BASELINE not in conditions:
+        return {}
     baseline = conditions[BASELINE]
     table = {}
     for name, results in conditions.items():
