@@ -36,16 +36,9 @@ def is_done(training: Training) -> bool:
 def _script_main(script: str) -> Callable[[list[str]], int]:
     if script == "gan":
         from gan.train import main
-    elif script == "nadsnet":
-        from nadsnet_pvt.train import main
-    elif script == "generate":
-        from gan.generation.commands import main
     else:
-        from study.pools import oracle_main as main
+        from nadsnet_pvt.train import main
     return main
-
-
-STATE_FILES = {"gan": "gan_train_state.pth", "nadsnet": "nadsnet_train_state.pth"}  # others restart or continue alone
 
 
 def _epochs_done(training: Training) -> int:
@@ -112,9 +105,8 @@ def run_training(training: Training, progress: Progress) -> None:
     """Run (or continue) one training to the end, its output in `output.log`; then mark it done."""
     progress.start(training)
     training.directory.mkdir(parents=True, exist_ok=True)
-    state = STATE_FILES.get(training.script)
-    resumable = state is not None and (training.directory / state).is_file()
-    argv = [*training.argv, *(["--continue-train"] if resumable else [])]
+    state = "gan_train_state.pth" if training.script == "gan" else "nadsnet_train_state.pth"
+    argv = [*training.argv, *(["--continue-train"] if (training.directory / state).is_file() else [])]
     log_path = training.directory / "output.log"
     with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(f"\n$ {training.script} {' '.join(argv)}", flush=True)
