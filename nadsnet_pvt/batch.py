@@ -121,8 +121,7 @@ def build_training_batch(
         for that many samples from a stream of their own (`_added_generator`), the real samples'
         exactly as without them.
     """
-    if mode not in GENERATED_MODES:
-        raise ValueError(f"mode must be one of {GENERATED_MODES}, got {mode!r}")
+    _check_mode(mode)
     device = torch.device(device)
     non_blocking = device.type == "cuda"
     images = batch["image"].to(device, non_blocking=non_blocking)
@@ -132,20 +131,8 @@ def build_training_batch(
     batch_size = images.shape[0]
     if not 0 <= num_generated <= batch_size:
         raise ValueError(f"num_generated must be in [0, {batch_size}], got {num_generated}")
-    rendered_ahead = "variant_image" in batch
     runs = num_generated > 0 if generator_runs is None else generator_runs
-    fake = None
-    if rendered_ahead and num_generated > 0:
-        fake = batch["variant_image"][:num_generated].to(device, non_blocking=non_blocking)
-        fake_seatbelt = batch["variant_seatbelt"][:num_generated].to(device, non_blocking=non_blocking)
-        fake_keypoints = batch["variant_keypoints"][:num_generated]
-    elif not rendered_ahead and runs:
-        if generated_samples is None:
-            raise ValueError("generated samples were asked for, but no generator is loaded")
-        fake_keypoints = batch["augmented_keypoints"][:num_generated]
-        fake = generated_samples.render(fake_keypoints, batch["seatbelt"][:num_generated], size)
-        fake = fake.to(device, non_blocking=non_blocking)
-        fake_seatbelt = seatbelt[:num_generated]  # the generator drew the real frame's belt
+    fake, fake_seatbelt, fake_keypoints = _generated_part(batch, num_generated, generated_samples, device, runs)
     if fake is None:
         num_generated = 0
         label_keypoints = keypoints
@@ -163,21 +150,54 @@ def build_training_batch(
     else:
         generated[batch_size:] = True
     heatmaps, pafs = nadsnet_targets(label_keypoints.to(device, non_blocking=non_blocking), size, include_background)
+    maps = (images, seatbelt, heatmaps, pafs)
     if augment_generator is not None:
-        fill = imagenet_value_of(CANVAS_GREY_PIXEL)
-        real = slice(0, batch_size)
-        maps = [images, seatbelt, heatmaps, pafs]
-        placed = geometric_augment(*(m[real] for m in maps), augment_generator, fill, first_sample, global_batch,
-                                   smallest_tenths)
-        if mode == "add" and num_generated:
-            # The added samples draw from a stream of their own, so that the real samples are
-            # placed exactly as in a run without them.
-            added = geometric_augment(*(m[batch_size:] for m in maps), _added_generator(augment_generator), fill,
-                                      first_sample, num_generated if global_generated is None else global_generated,
-                                      smallest_tenths)
-            placed = tuple(torch.cat(pair) for pair in zip(placed, added))
-        images, seatbelt, heatmaps, pafs = placed
-    return TrainingBatch(images, seatbelt, heatmaps, pafs, label_keypoints, generated)
+        added = num_generated if mode == "add" else 0
+        maps = _place(maps, batch_size, added, augment_generator, first_sample, global_batch,
+                      added if global_generated is None else global_generated, smallest_tenths)
+    return TrainingBatch(*maps, label_keypoints, generated)
+
+
+def _place(maps: tuple, real_count: int, added: int, generator: torch.Generator, first_sample: int,
+           global_batch: int | None, global_added: int, smallest_tenths: int) -> tuple:
+    """The geometric augmentation of (images, seatbelt, heatmaps, pafs): the first `real_count`
+    samples with `generator`; `added` samples after them from a stream of their own, so that the
+    real samples are placed exactly as in a run without them."""
+    fill = imagenet_value_of(CANVAS_GREY_PIXEL)
+    placed = geometric_augment(*(m[:real_count] for m in maps), generator, fill, first_sample, global_batch,
+                               smallest_tenths)
+    if added:
+        extra = geometric_augment(*(m[real_count:] for m in maps), _added_generator(generator), fill, first_sample,
+                                  global_added, smallest_tenths)
+        placed = tuple(torch.cat(pair) for pair in zip(placed, extra))
+    return placed
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in GENERATED_MODES:
+        raise ValueError(f"mode must be one of {GENERATED_MODES}, got {mode!r}")
+
+
+def _generated_part(batch: dict[str, Any], count: int, generated_samples: GeneratedSamples | None,
+                    device: torch.device, runs: bool) -> tuple:
+    """(images (n, 3, S, S), seatbelt (n, 1, S, S), keypoints (n, P, 9, 2)) of the generated
+    samples made from the first `count` real ones, on `device`; (None, None, None) when none."""
+    non_blocking = device.type == "cuda"
+    if "variant_image" in batch:
+        if count == 0:
+            return None, None, None
+        return (batch["variant_image"][:count].to(device, non_blocking=non_blocking),
+                batch["variant_seatbelt"][:count].to(device, non_blocking=non_blocking),
+                batch["variant_keypoints"][:count])
+    if not runs:
+        return None, None, None
+    if generated_samples is None:
+        raise ValueError("generated samples were asked for, but no generator is loaded")
+    keypoints = batch["augmented_keypoints"][:count]
+    fake = generated_samples.render(keypoints, batch["seatbelt"][:count], batch["image"].shape[-1])
+    # the generator drew the real frame's belt
+    return (fake.to(device, non_blocking=non_blocking), batch["seatbelt"][:count].to(device, non_blocking=non_blocking),
+            keypoints)
 
 
 def _added_generator(generator: torch.Generator) -> torch.Generator:
@@ -205,8 +225,7 @@ class BatchRecipe:
     def __init__(self, batch_size: int, gan_fraction: float, generated_samples: GeneratedSamples | None,
                  device: torch.device, include_background: bool, seed: int, rank: int = 0, world_size: int = 1,
                  smallest_scale: float = 0.3, mode: str = "replace"):
-        if mode not in GENERATED_MODES:
-            raise ValueError(f"mode must be one of {GENERATED_MODES}, got {mode!r}")
+        _check_mode(mode)
         self.batch_size, self.gan_fraction = batch_size, gan_fraction
         self.generated_samples = generated_samples
         self.device = device

@@ -1,6 +1,5 @@
 """Generated samples added or swapped in, frames rendered ahead of training, plausible arm
-poses, frames that do not depend on their batch, keypoint subsets in the metrics, and the
-study's paired rule on made-up numbers."""
+poses, frames that do not depend on their batch, and keypoint subsets in the metrics."""
 
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ from common.pose import ARMS, LEFT_HIP, LEFT_SHOULDER, NECK, NUM_KEYPOINTS, RIGH
 from common.rendering import GeneratedSamples
 from nadsnet_pvt.batch import build_training_batch, geometric_generator
 from nadsnet_pvt.metrics import ValidationMetrics
-from study.verdict import oracle_share, paired, paired_table, summary
 from test_train_nadsnet import SIZE, StubGenerator, make_data, recipe_batch, run_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -252,46 +250,3 @@ def test_metrics_over_a_keypoint_subset_count_only_those_keypoints():
     only.update(heatmaps, keypoints, evaluated=subset)
     assert only.summary()["present"] == 2 and only.summary()["pckt"] == pytest.approx(0.5)
     assert everything.summary()["present"] == 9 and everything.summary()["pckt"] == pytest.approx(8 / 9)
-
-
-# --------------------------------------------------------------------------- the paired rule
-
-
-@pytest.mark.parametrize("condition, baseline, verdict", [
-    ([0.62, 0.65, 0.61, 0.66, 0.63], [0.60, 0.62, 0.60, 0.63, 0.61], "helps"),  # every seed gains
-    ([0.58, 0.60, 0.57, 0.61, 0.59], [0.60, 0.62, 0.60, 0.63, 0.61], "hurts"),
-    ([0.70, 0.55, 0.66, 0.58, 0.62], [0.60, 0.62, 0.60, 0.63, 0.61], "no measurable difference"),
-    ([0.61], [0.60], "no measurable difference"),  # one seed: no interval
-])
-def test_paired_rule_on_made_up_numbers(condition, baseline, verdict):
-    result = paired(condition, baseline)
-    assert result["verdict"] == verdict
-    if len(condition) > 1:
-        low, high = result["ci95"]
-        assert low < result["difference"] < high
-
-
-def test_pairing_follows_the_seeds_not_the_order_and_the_interval_is_students():
-    # The same seeds in another order pair the same way.
-    table = paired_table({
-        "real-only": {"seeds": [1, 2, 3], "wide": {"pckt": [0.5, 0.6, 0.7]}},
-        "generated": {"seeds": [3, 1, 2], "wide": {"pckt": [0.72, 0.52, 0.62]}},
-    })
-    result = table["generated"]["wide.pckt"]
-    assert result["difference"] == pytest.approx(0.02)
-    assert result["ci95"][0] == pytest.approx(0.02) and result["verdict"] == "helps"  # zero spread
-    differences = [0.01, 0.03, 0.02, 0.04]
-    half = paired([d + 0.5 for d in differences], [0.5] * 4)["ci95"]
-    expected = 3.182446 * np.std(differences, ddof=1) / 2  # t(0.975, 3)
-    assert half[1] - np.mean(differences) == pytest.approx(expected, rel=1e-5)
-
-
-def test_the_verdict_names_the_primary_comparison_and_the_ceiling():
-    table = {"generated": {"new_pose_arms.pckt_arms": paired([0.6, 0.62, 0.61], [0.5, 0.5, 0.52]),
-                           "narrow.pckt": paired([0.7, 0.7, 0.71], [0.7, 0.71, 0.7])},
-             "oracle": {"new_pose_arms.pckt_arms": paired([0.7, 0.72, 0.71], [0.5, 0.5, 0.52])}}
-    text = summary(table)
-    assert text.startswith("yes") and "oracle" in text
-    assert oracle_share(table) == pytest.approx(0.31 / 0.61)
-    table["generated"]["narrow.pckt"] = paired([0.6, 0.61, 0.6], [0.7, 0.71, 0.7])
-    assert summary(table).startswith("no:")
