@@ -104,7 +104,8 @@ def test_gan_loader_keeps_the_last_batch_nadsnet_loader_drops_it(tiny_dataset_di
 
     nadsnet_options, _ = nadsnet_parse(["--preset", "cpu", "--batch-size", "2", "--num-workers", "0",
                                         "--image-size", "64", "--gan-fraction", "0"], gpu_available=False)
-    train_loader, valid_loader = build_loaders(nadsnet_options, dataset, dataset, CPU)
+    train_loader, valid_loader, own_frames = build_loaders(nadsnet_options, dataset, dataset, CPU)
+    assert own_frames is None  # no --train-eval-frames
     assert [len(b["index"]) for b in train_loader] == [2, 2, 2]  # the seed's NADS-Net loader: drop_last
     assert [len(b["index"]) for b in valid_loader] == [2, 2, 2, 1]  # validation sees every sample
 
