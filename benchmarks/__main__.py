@@ -17,6 +17,11 @@ from typing import Any, Callable
 import torch
 
 from benchmarks.options import build_parser
+from common.devices import amp_problem
+
+PRESET_BENCHMARKS = ("gan-iteration", "nadsnet-step")  # configured by --preset
+DEFAULT_SIZE = 384  # --size of the others
+
 
 def _runner(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
     if name == "gan-iteration":
@@ -38,9 +43,10 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     """A message when the combination cannot run, else None."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         return f"--device {args.device}: no CUDA GPU is available"
-    if args.amp == "fp16" and not args.device.startswith("cuda"):
-        return "--amp fp16 needs a CUDA device (fp16 training needs loss scaling, which runs on CUDA); on the CPU use --amp bf16"
-    if args.size <= 0 or args.size % 32:
+    problem = amp_problem(args.amp, [torch.device(args.device).type])
+    if problem:
+        return f"--amp {args.amp}: {problem}"
+    if args.size is not None and (args.size <= 0 or args.size % 32):
         return f"--size must be a positive multiple of 32, got {args.size}"
     return None
 
@@ -74,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     for name in args.names:
         options = argparse.Namespace(**vars(args))
-        if options.batch is None:
-            options.batch = 4 if name == "nadsnet-step" else 1
+        if name not in PRESET_BENCHMARKS:
+            options.size = options.size or DEFAULT_SIZE
+            options.batch = options.batch or 1
         if name == "maps" and options.iters is None:
             options.iters = 50
         rows = _runner(name)(options)

@@ -1,11 +1,13 @@
-"""One GAN training iteration (G step + D step) with every loss on, as train_gan.py runs it.
+"""One GAN training iteration (G step + D step), as train_gan.py runs it.
 
 The model is built by `gan.train.build_model` from options parsed by `gan.options`
-(`--preset seed` with the size, widths, --amp, --reuse-fake, --checkpoint-generator given
-here), so the networks, their freezing and the loss terms are exactly the training script's:
-hinge GAN loss, discriminator feature matching, VGG19 perceptual loss with random weights
-(`--vgg-weights random`) and the NADS-Net guidance with a random NADS-Net at the same size
-(written to a temporary file and loaded as `--nadsnet-weights` would be). The trainer is
+(`--preset seed|cpu` with the size, widths, --amp, --reuse-fake, --checkpoint-generator given
+here), so the networks, their freezing and the loss terms are exactly the training script's.
+`--preset seed` (default): every loss on: hinge GAN loss, discriminator feature matching, VGG19
+perceptual loss with random weights (`--vgg-weights random`) and the NADS-Net guidance with a
+random NADS-Net at the same size (written to a temporary file and loaded as `--nadsnet-weights`
+would be). `--preset cpu`: the quick start's iteration (64 px, ngf / ndf 16, SPADE hidden 32,
+batch 4, hinge, feature matching and L1; no VGG weights and no NADS-Net, as on a fresh clone). The trainer is
 `gan.trainer.GANTrainer` with the options' settings (the same optimisers as a training run).
 
 One iteration = `model.prepare_batch` (label maps rendered on the GAN's device from a
@@ -31,6 +33,7 @@ from benchmarks.harness import (
     StderrLog,
     count_flops,
     measurement_row,
+    profile_precision,
     quiet_stdout,
     synchronize,
     synthetic_batch,
@@ -39,7 +42,7 @@ from benchmarks.harness import (
 from common.checkpoints import save_network
 from common.devices import Placement, resolve_devices, tune_allocator_for
 from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
-from gan.options import parse_options
+from gan.options import PRESETS, parse_options
 from gan.train import build_model
 from gan.trainer import GANTrainer
 
@@ -55,20 +58,27 @@ def write_random_nadsnet(directory: Path, image_size: int, seed: int = 0) -> Pat
 
 
 def training_options(args: argparse.Namespace, directory: Path) -> argparse.Namespace:
-    """train_gan.py's options for this benchmark configuration."""
+    """train_gan.py's options for this benchmark configuration: `--preset` (seed: every loss
+    on, with random VGG and NADS-Net weights; cpu: the quick start's terms, which has neither)
+    with --size, --ngf, --ndf and --batch where given."""
+    preset = PRESETS[args.preset]
+    size = args.size or preset["image_size"]
+    ndf = args.ndf or args.ngf
     argv = [
-        "--preset", "seed",
-        "--image-size", str(args.size),
-        "--ngf", str(args.ngf),
-        "--ndf", str(args.ndf if args.ndf is not None else args.ngf),
-        "--batch-size", str(args.batch),
-        "--vgg-weights", "random",
-        "--nadsnet-weights", str(write_random_nadsnet(directory, args.size)),
+        "--preset", args.preset,
+        "--image-size", str(size),
+        *(["--ngf", str(args.ngf)] if args.ngf else []),
+        *(["--ndf", str(ndf)] if ndf else []),
+        *(["--batch-size", str(args.batch)] if args.batch else []),
         "--checkpoints-dir", str(directory),
         "--gan-device", args.device,
         "--nadsnet-device", args.device,
         "--amp", args.amp,
     ]
+    if args.preset == "seed":
+        argv += ["--vgg-weights", "random", "--nadsnet-weights", str(write_random_nadsnet(directory, size))]
+    else:
+        argv += ["--no-vgg-loss", "--nadsnet-weights", "none"]
     if args.reuse_fake:
         argv.append("--reuse-fake")
     if args.checkpoint_generator:
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             torch.backends.cudnn.benchmark = True  # as gan/train.py
         model, _ = build_model(options, Placement(gan_device, nadsnet_device), StderrLog())
         terms = model.active_terms()
-        if not all(terms.values()):
+        if args.preset == "seed" and not all(terms.values()):
             raise RuntimeError(f"a loss term is off: {terms}")
         trainer = GANTrainer.from_options(options, model)
         model.train()
@@ -115,8 +125,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         synchronize(gan_device)
         with PeakMemory(gan_device) as memory:
             times = time_iterations(iteration, iters, gan_device)
+        profile = profile_precision(iteration) if args.profile else None
 
-    name = "gan-iteration" + (" reuse-fake" if options.reuse_fake else "") + (
+    name = "gan-iteration" + (f" preset {args.preset}" if args.preset != "seed" else "") + (" reuse-fake" if options.reuse_fake else "") + (
         " checkpoint-generator" if options.checkpoint_generator else ""
     ) + (f" amp {options.amp}" if options.amp != "off" else "") + (" lean-memory" if options.lean_memory else "")
     row = measurement_row(
@@ -132,9 +143,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         ndf=options.ndf,
         batch=options.batch_size,
         amp=options.amp,
+        preset=args.preset,
+        spade_hidden=options.spade_hidden,
         reuse_fake=bool(options.reuse_fake),
         checkpoint_generator=bool(options.checkpoint_generator),
         losses=sorted(name for name, on in terms.items() if on),
         freed_memory_returned_to_os=allocator_tuned,
     )
+    if profile is not None:
+        row["profile"] = profile
     return [row]

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import resource
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 GIB = 1024**3
@@ -105,6 +108,52 @@ def count_flops(step: Callable[[], Any]) -> tuple[Any, int]:
     with FlopCounterMode(display=False) as counter:
         result = step()
     return result, counter.get_total_flops()
+
+
+class PrecisionProfile(TorchDispatchMode):
+    """Wall seconds and calls of every ATen operation run inside it (backward included), keyed
+    by (operation, precision of its floating-point tensor inputs: 'bfloat16', 'float32',
+    'mixed' or 'none'): where the time goes and what autocast leaves in float32. Each operation
+    is timed alone (CPU work is synchronous), so the sum is a little above the step's time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: dict[tuple[str, str], float] = collections.defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = collections.defaultdict(int)
+
+    @staticmethod
+    def precision(args: Any, kwargs: Any) -> str:
+        dtypes = {value.dtype for value in tree_flatten((args, kwargs))[0]
+                  if isinstance(value, torch.Tensor) and value.is_floating_point()}
+        if not dtypes:
+            return "none"
+        return str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else "mixed"
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        start = time.perf_counter()
+        out = func(*args, **kwargs)
+        key = (func.overloadpacket.__name__, self.precision(args, kwargs))
+        self.seconds[key] += time.perf_counter() - start
+        self.calls[key] += 1
+        return out
+
+    def summary(self, top: int = 25) -> dict[str, Any]:
+        """{'seconds_by_precision': {precision: s}, 'top': [[operation, precision, s, calls], ...]}."""
+        by_precision: dict[str, float] = collections.defaultdict(float)
+        for (_, precision), seconds in self.seconds.items():
+            by_precision[precision] += seconds
+        ranked = sorted(self.seconds.items(), key=lambda item: -item[1])[:top]
+        return {"seconds_by_precision": {key: round(value, 4) for key, value in sorted(by_precision.items())},
+                "top": [[name, precision, round(seconds, 4), self.calls[(name, precision)]]
+                        for (name, precision), seconds in ranked]}
+
+
+def profile_precision(step: Callable[[], Any], top: int = 25) -> dict[str, Any]:
+    """One call of `step` under PrecisionProfile; its summary (see PrecisionProfile.summary)."""
+    with PrecisionProfile() as profile:
+        step()
+    return profile.summary(top)
 
 
 def time_iterations(step: Callable[[], Any], iters: int, device: torch.device) -> list[float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -108,8 +108,49 @@ def gpu_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
 
 
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+def optimizer_implementation(device: torch.device) -> dict[str, bool]:
+    """Keyword arguments that pick torch.optim's implementation (SGD, Adam, AdamW) for
+    parameters on `device`: on the CPU the fused kernel, one pass over each parameter's value,
+    gradient and state instead of a separate float32 operation for each term of the update
+    (the same update up to float32 rounding; benchmarks/README.md has what it saves); elsewhere
+    PyTorch's default, as the seed ran it."""
+    return {"fused": True} if torch.device(device).type == "cpu" else {}
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float32 when it is in a narrower floating type (bfloat16, float16 under
+    autocast), unchanged otherwise (float32 and float64 stay as they are)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 in its own instructions (AVX512-BF16 or AMX tiles)
+    and PyTorch has oneDNN, which runs autocast's bf16 convolutions and matmuls on them.
+    Without them oneDNN emulates bfloat16 in float32 instructions, which is no faster."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)
+
+
+def amp_problem(amp: str, device_types: Iterable[str]) -> str | None:
+    """Why `amp` cannot run on devices of these types ('cpu', 'cuda', ...), or None.
+
+    fp16 training needs loss scaling, which PyTorch runs on CUDA only: without it small
+    gradients flush to zero. bf16 has float32's exponent range and needs none."""
+    if amp == "fp16" and any(kind != "cuda" for kind in device_types):
+        return "fp16 needs CUDA (its training needs loss scaling, which runs on CUDA only); on a CPU use --amp bf16"
+    return None
+
+
 def autocast_context(device: torch.device, amp: str):
-    """torch.autocast for `amp` in {'off', 'bf16', 'fp16'} on `device` (a no-op context for 'off')."""
+    """torch.autocast for `amp` in {'off', 'bf16', 'fp16'} on `device` (a no-op context for 'off').
+
+    Autocast runs convolutions, linear layers and matmuls in the lower precision and keeps
+    reductions, losses and normalisation statistics in float32 (PyTorch's autocast op lists)."""
     if amp == "off":
         return torch.autocast(device_type=device.type, enabled=False)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from common.devices import AMP_MODES, amp_problem
 from common.errors import OptionError
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 IMAGE_SIZE_STEP = 32  # the PVT backbone and the generator's 'normal' upsampling both need it
 NONFINITE_STREAK_LIMIT = 20  # common.run's limit of skipped batches in a row, for --help
+AMP_CHOICES = ("auto", *AMP_MODES)  # the training scripts' --amp
 
 
 def _bounded(kind: Callable[[str], Any], low: float | None, high: float | None, what: str) -> Callable[[str], Any]:
@@ -95,7 +97,11 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
     devices = groups["devices and speed"]
     devices.add_argument("--gan-device", default=None, help="default: cuda:0 with a GPU, else cpu")
     devices.add_argument("--nadsnet-device", default=None, help="default: cuda:1 with two GPUs, the GAN's device otherwise")
-    devices.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision on GPUs")
+    devices.add_argument("--amp", choices=AMP_CHOICES, default=None,
+                         help="autocast precision: off = float32; bf16 on a GPU or a CPU (faster where the CPU "
+                         "computes bfloat16 natively: avx512_bf16 or AMX); fp16 on CUDA only (loss scaling); auto = "
+                         "bf16 on such a CPU, off elsewhere. Losses, normalisation statistics, attention, weights and "
+                         "optimiser stay float32; both presets: off")
     devices.add_argument("--lean-memory", action="store_true",
                          help="CPU: hand freed activation memory back to the OS at once (glibc): at 384 px 3%% lower "
                          "peak memory than the default, 11%% slower")
@@ -118,6 +124,7 @@ def apply_preset(
     if gpu_available is None:
         gpu_available = torch.cuda.is_available()
     messages = []
+    amp_given = getattr(options, "amp", None) is not None
     if options.preset is None:
         options.preset = "seed" if gpu_available else "cpu"
         if options.preset == "cpu":
@@ -126,7 +133,51 @@ def apply_preset(
     for key, value in presets[options.preset].items():
         if getattr(options, key, None) is None:
             setattr(options, key, value)
+    if hasattr(options, "amp"):
+        messages.extend(resolve_amp(options, gpu_available, given=amp_given))
     return messages
+
+
+def run_device_types(options: argparse.Namespace, gpu_available: bool) -> set[str]:
+    """The device types ('cpu', 'cuda', ...) the run's networks will use: --gan-device and
+    --nadsnet-device where given, else CUDA with a GPU and the CPU without one."""
+    default = "cuda" if gpu_available else "cpu"
+    names = (getattr(options, "gan_device", None), getattr(options, "nadsnet_device", None))
+    try:
+        return {torch.device(name).type if name else default for name in names}
+    except RuntimeError:  # an unknown name: check_devices reports it
+        return {default}
+
+
+def check_amp(amp: str, device_types: Iterable[str]) -> None:
+    """OptionError (one line) when --amp `amp` cannot run on devices of these types."""
+    problem = amp_problem(amp, device_types)
+    if problem:
+        raise OptionError(f"--amp {amp}", problem)
+
+
+def resolve_amp(options: argparse.Namespace, gpu_available: bool, given: bool = True) -> list[str]:
+    """--amp 'auto' becomes 'bf16' when every network runs on a CPU that computes bfloat16
+    natively (common.devices.cpu_bf16_supported), else 'off'; fp16 off CUDA is refused
+    (OptionError). Returns the line for the start of the run: which precision an 'auto' run
+    got, or, for a preset's float32 (`given` False) on such a CPU, that bf16 is there to try."""
+    from common.devices import cpu_bf16_supported  # looked up per call: tests set the processor
+
+    types = run_device_types(options, gpu_available)
+    check_amp(options.amp, types)
+    native = types == {"cpu"} and cpu_bf16_supported()
+    if options.amp == "off" and not given and native:
+        return ["precision: float32 (this CPU computes bfloat16 natively: --amp bf16 trains faster; README "
+                "\"Performance\" has its speed and what is known of its accuracy)"]
+    if options.amp != "auto":
+        return []
+    if native:
+        options.amp = "bf16"
+        return ["precision: bf16 autocast (--amp auto: this CPU computes bfloat16 natively; --amp off trains in "
+                "float32)"]
+    options.amp = "off"
+    where = "this CPU has no native bfloat16" if types == {"cpu"} else "not measured on GPUs here"
+    return [f"precision: float32 (--amp auto: {where})"]
 
 
 def check_devices(options: argparse.Namespace) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from common.devices import autocast_context, release_free_heap_pages
+from common.devices import autocast_context, optimizer_implementation, release_free_heap_pages
 from common.distributed import any_process
 from common.errors import NonFiniteLossError
 from gan.model import GANModel
@@ -40,8 +40,9 @@ class GANTrainer:
         self.amp = amp
         betas = (beta1, beta2)
         g_lr, d_lr = self.split_lr(lr)
-        self.optimizer_G = torch.optim.Adam(model.netG.parameters(), lr=g_lr, betas=betas)
-        self.optimizer_D = torch.optim.Adam(model.netD.parameters(), lr=d_lr, betas=betas)
+        implementation = optimizer_implementation(model.gan_device)
+        self.optimizer_G = torch.optim.Adam(model.netG.parameters(), lr=g_lr, betas=betas, **implementation)
+        self.optimizer_D = torch.optim.Adam(model.netD.parameters(), lr=d_lr, betas=betas, **implementation)
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         enabled = amp == "fp16" and model.gan_device.type == "cuda"
         self.scaler_G = torch.amp.GradScaler("cuda", enabled=enabled)

@@ -29,19 +29,18 @@ from torch import nn
 
 from common.cli import OneLineParser, run_script
 from common.dataset import PoseDataset, collate_poses
-from common.devices import autocast_context, parse_device
+from common.devices import AMP_MODES, autocast_context, parse_device
 from common.errors import OptionError
 from common.files import write_text_atomic
 from common.maps import nadsnet_targets
 from common.models.factory import load_nadsnet
 from common.models.losses import nadsnet_loss
 from common.models.nadsnet import NADSNetOutput
-from common.options import image_size_value, non_negative_int, positive_int
+from common.options import check_amp, image_size_value, non_negative_int, positive_int
 from common.pose import NUM_KEYPOINTS
 from nadsnet_pvt.metrics import COUNT_SIZE, ValidationMetrics, format_keypoint_table, format_overall
 
 PROG = "python -m nadsnet_pvt.evaluate"
-AMP_MODES = ("off", "bf16", "fp16")
 # on_batch(batch, images on the device (B, 3, S, S), predictions (heatmaps, pafs, seatbelt or None))
 BatchHook = Callable[[dict, torch.Tensor, tuple], None]
 # reduce(counts) -> counts, or None after changing them in place (torch.distributed.all_reduce)
@@ -246,6 +245,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace
         args.device = str(parse_device(args.device)) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     except ValueError as error:
         raise OptionError("--device", str(error)) from None
+    check_amp(args.amp, [torch.device(args.device).type])
     return args, []
 
 

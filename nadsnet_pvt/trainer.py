@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.devices import optimizer_implementation
 from common.distributed import any_process
 from common.errors import NonFiniteLossError
 from common.models.losses import nadsnet_loss
@@ -76,10 +77,12 @@ class NADSNetTrainer:
         self.train_net: nn.Module = net  # DistributedDataParallel(net) in a distributed job
         self.reducer = None  # global sums of the loss terms in a distributed job
         trainable = [parameter for parameter in net.parameters() if parameter.requires_grad]
+        implementation = optimizer_implementation(self.device)
         if optimizer == "sgd":  # the seed's
-            self.optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            self.optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                             **implementation)
         elif optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+            self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, **implementation)
         else:
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if schedule == "metric-based":

@@ -25,6 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SINGLE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+@pytest.fixture(autouse=True)
+def no_native_bf16(monkeypatch):
+    """Every test runs as on a CPU without native bfloat16, so that `--amp auto` and the
+    lines a run starts with are the same on any machine; a test of bf16 passes `--amp bf16` or
+    sets the detection itself. (Subprocess runs of the cpu preset pass `--amp off`.)"""
+    monkeypatch.setattr("common.devices.cpu_bf16_supported", lambda: False)
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with torch on one thread: tiny networks gain nothing from two, and OpenMP

@@ -45,7 +45,7 @@ def gan_args(data, checkpoints: Path, *extra: str, max_iterations: int | None = 
         "--images-dir", str(data.images_dir),
         "--masks-dir", str(data.masks_dir),
         "--checkpoints-dir", str(checkpoints),
-        "--preset", "cpu", "--image-size", "32", "--ngf", "4", "--ndf", "4", "--batch-size", "2",
+        "--preset", "cpu", "--amp", "off", "--image-size", "32", "--ngf", "4", "--ndf", "4", "--batch-size", "2",
         "--niter", "1", "--niter-decay", "0", "--num-workers", "0",
         "--print-freq", "1", "--display-freq", "1000", "--save-latest-freq", "1000", "--save-epoch-freq", "100",
         "--no-vgg-loss", "--nadsnet-weights", "none", "--no-html",
@@ -71,7 +71,7 @@ def nadsnet_args(data, checkpoints: Path, *extra: str) -> list[str]:
         "--train-annotations", str(data.annotation_file), "--valid-annotations", str(data.valid_file),
         "--images-dir", str(data.images_dir), "--masks-dir", str(data.masks_dir),
         "--checkpoints-dir", str(checkpoints),
-        "--preset", "cpu", "--image-size", "32", "--batch-size", "2", "--epochs", "1", "--num-workers", "0",
+        "--preset", "cpu", "--amp", "off", "--image-size", "32", "--batch-size", "2", "--epochs", "1", "--num-workers", "0",
         "--gan-fraction", "0", "--arm-augment", "none", "--display-samples", "1", "--no-html",
         *extra,
     ]

@@ -72,10 +72,26 @@ def test_nadsnet_step_and_data_rows(rows):
     assert len(by_benchmark(rows, "maps")) >= 4
 
 
+def test_the_cpu_preset_runs_the_quick_starts_configuration_and_profiles_by_precision():
+    result = run_benchmarks("gan-iteration", "nadsnet-step", "--preset", "cpu", "--iters", "1", "--amp", "bf16",
+                            "--threads", "1", "--profile", "--json")
+    gan, step = (json.loads(line) for line in result.stdout.splitlines() if line.strip())
+    assert (gan["size"], gan["ngf"], gan["ndf"], gan["spade_hidden"], gan["batch"]) == (64, 16, 16, 32, 4)
+    assert gan["losses"] == ["GAN", "GAN_Feat", "L1"] and gan["amp"] == "bf16" and gan["preset"] == "cpu"
+    assert (step["size"], step["fpn_channels"], step["head_channels"], step["optimizer"]) == (128, 64, 32, "adamw")
+    assert (step["ngf"], step["generator_size"], step["gan_fraction"], step["batch"]) == (16, 64, 0.25, 4)
+    for row in (gan, step):
+        seconds = row["profile"]["seconds_by_precision"]
+        assert seconds["bfloat16"] > 0 and seconds["float32"] > 0  # convolutions in bf16; losses, optimiser in float32
+        top = row["profile"]["top"]
+        assert len(top) > 5 and all(entry[2] >= later[2] for entry, later in zip(top, top[1:]))
+        assert any(name == "convolution" and precision == "bfloat16" for name, precision, _, _ in top)
+
+
 def test_fp16_on_the_cpu_is_refused_clearly():
     result = run_benchmarks("gan-iteration", "--size", "64", "--amp", "fp16", "--device", "cpu", check=False)
     assert result.returncode == 2
-    assert "--amp fp16 needs a CUDA device" in result.stderr and "bf16" in result.stderr
+    assert "--amp fp16: fp16 needs CUDA" in result.stderr and "bf16" in result.stderr
     assert result.stdout == ""
 
 

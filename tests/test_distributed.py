@@ -53,7 +53,7 @@ def torchrun(script: str, argv: list[str], processes: int = 2, extra: tuple[str,
 
 def gan_argv(data, checkpoints: Path, *extra: str) -> list[str]:
     return ["--train-annotations", str(data.annotation_file), "--images-dir", str(data.images_dir),
-            "--masks-dir", str(data.masks_dir), "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--seed", "3",
+            "--masks-dir", str(data.masks_dir), "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--amp", "off", "--seed", "3",
             "--image-size", "64", "--ngf", "4", "--ndf", "4", "--spade-hidden", "8", "--batch-size", "4",
             "--niter", "1", "--niter-decay", "0", "--num-workers", "0", "--print-freq", "1", "--display-freq", "2",
             "--save-latest-freq", "0", "--save-epoch-freq", "1", "--no-vgg-loss", "--nadsnet-weights", "none", *extra]
@@ -62,7 +62,7 @@ def gan_argv(data, checkpoints: Path, *extra: str) -> list[str]:
 def nadsnet_argv(data, checkpoints: Path, generator: Path, *extra: str) -> list[str]:
     return ["--train-annotations", str(data.annotation_file), "--valid-annotations", str(data.valid_file),
             "--images-dir", str(data.images_dir), "--masks-dir", str(data.masks_dir),
-            "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--seed", "3", "--image-size", "64",
+            "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--amp", "off", "--seed", "3", "--image-size", "64",
             "--fpn-channels", "16", "--head-channels", "8", "--batch-size", "4", "--epochs", "2",
             "--num-workers", "0", "--gan-fraction", "0.5", "--generator-weights", str(generator),
             "--arm-augment", "highly", "--save-latest-freq", "1", "--display-samples", "1", *extra]

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def gan_argv(data, checkpoints: Path, *extra: str) -> list[str]:
     return ["--train-annotations", str(data.annotation_file), "--images-dir", str(data.images_dir),
-            "--masks-dir", str(data.masks_dir), "--checkpoints-dir", str(checkpoints), "--preset", "cpu",
+            "--masks-dir", str(data.masks_dir), "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--amp", "off",
             "--image-size", "32", "--ngf", "4", "--ndf", "4", "--batch-size", "2", "--niter", "2", "--niter-decay", "0",
             "--num-workers", "2", "--print-freq", "1", "--display-freq", "0", "--save-latest-freq", "0",
             "--save-epoch-freq", "100", "--no-vgg-loss", "--nadsnet-weights", "none", "--no-html", *extra]
@@ -42,7 +42,7 @@ def gan_argv(data, checkpoints: Path, *extra: str) -> list[str]:
 def nadsnet_argv(data, checkpoints: Path, *extra: str) -> list[str]:
     return ["--train-annotations", str(data.annotation_file), "--valid-annotations", str(data.annotation_file),
             "--images-dir", str(data.images_dir), "--masks-dir", str(data.masks_dir),
-            "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--image-size", "32", "--batch-size", "2",
+            "--checkpoints-dir", str(checkpoints), "--preset", "cpu", "--amp", "off", "--image-size", "32", "--batch-size", "2",
             "--epochs", "2", "--num-workers", "2", "--gan-fraction", "0", "--arm-augment", "none",
             "--save-latest-freq", "0", "--display-samples", "0", "--no-html", *extra]
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from torch.utils.checkpoint import checkpoint
 
+from common.devices import at_least_float32
 from common.models.normalization import SPADE, SPADE_HIDDEN_CHANNELS, frozen_norm_statistics, spectral_vectors
 
 # Number of x2 nearest upsamplings between the start grid and the output, per SPADE option.
@@ -176,7 +177,7 @@ class SPADEGenerator(nn.Module):
             x = self._up(x)
             x = self._block(self.up_4, x, segmap)
         x = self.conv_img(F.leaky_relu(x, LEAKY_SLOPE))
-        x = torch.tanh(x)
+        x = torch.tanh(at_least_float32(x))  # float32 under bf16 autocast: see SegmentationBranch.forward
         if x.shape[-2:] != (self.crop_size, self.crop_size):
             x = F.interpolate(x, size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False)
         return x

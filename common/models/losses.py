@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from common.devices import at_least_float32
+
 DiscriminatorOutput = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
 
 GAN_MODES = ("hinge", "original", "ls", "w")
@@ -65,9 +67,11 @@ class GANLoss(nn.Module):
         self, predictions: DiscriminatorOutput, target_is_real: bool, for_discriminator: bool = True
     ) -> torch.Tensor:
         """predictions: D's output (list per scale of layer lists; the last layer is used),
-        a list of per-scale tensors, or one tensor. Returns a scalar: mean over scales."""
+        a list of per-scale tensors, or one tensor. Returns a scalar: mean over scales, in
+        float32 or wider (under bf16 autocast D's logits are bfloat16; their mean is taken in
+        float32, as autocast does for the other losses)."""
         per_scale = _predictions_per_scale(predictions)
-        losses = [self._single(x, target_is_real, for_discriminator) for x in per_scale]
+        losses = [self._single(at_least_float32(x), target_is_real, for_discriminator) for x in per_scale]
         return torch.stack(losses).mean()
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.devices import at_least_float32
 from common.models.adapt import LoadReport, load_backbone_weights
 from common.models.pvt import pvt_tiny
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, check_image_size
@@ -196,7 +197,7 @@ class SegmentationBranch(_PyramidFusion):
     """Seatbelt head: (P2, P3, P4, P5) -> probability (B, 1, S, S) in [0, 1].
 
     After the fusion (4 L = 512 channels at the seed's L = 128): conv3x3 4L->L + ReLU, bilinear
-    x2, conv3x3 L->L/4, bilinear x2, conv3x3 L/4->1, then (tanh(x) + 1) / 2.
+    x2, conv3x3 L->L/4, bilinear x2, conv3x3 L/4->1, then (tanh(x) + 1) / 2 in float32 (or wider).
     """
 
     def __init__(self, in_channels: int = FPN_CHANNELS, level_channels: int = LEVEL_CHANNELS) -> None:
@@ -210,7 +211,9 @@ class SegmentationBranch(_PyramidFusion):
         x = self.conv_on_feature_maps(self.fuse(pyramid))
         x = self.final_conv1(self._upsample(x, 2))
         x = self.final_conv2(self._upsample(x, 2))
-        return (torch.tanh(x) + 1.0) * 0.5
+        # In float32 under bf16 autocast too: in bfloat16, tanh rounds to exactly +-1 beyond
+        # |x| of about 3, and the Dice-BCE's clamped log then passes no gradient back.
+        return (torch.tanh(at_least_float32(x)) + 1.0) * 0.5
 
 
 def _build_backbone(name: str, image_size: int) -> tuple[nn.Module, tuple[int, ...]]:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.devices import at_least_float32
 from common.pose import check_image_size
 
 # LayerNorm epsilons of the seed: transformer blocks (and the unused final norm) use 1e-6;
@@ -85,8 +86,12 @@ class SpatialReductionAttention(nn.Module):
         # weights depend on this order.
         kv = self.kv(context).reshape(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         keys, values = kv[0], kv[1]
-        out = F.scaled_dot_product_attention(q, keys, values)  # default scale head_dim^-0.5
-        return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, dim))
+        # In float32 under bf16 autocast too (autocast would cast its inputs to bfloat16):
+        # PyTorch's CPU attention kernels are slower in bfloat16 than in float32 at every
+        # PVT-tiny stage's shapes (benchmarks/README.md).
+        with torch.autocast(q.device.type, enabled=False):
+            out = F.scaled_dot_product_attention(*map(at_least_float32, (q, keys, values)))  # scale head_dim^-0.5
+        return self.proj(out.to(q.dtype).transpose(1, 2).reshape(batch, num_tokens, dim))
 
 
 class FeedForward(nn.Module):

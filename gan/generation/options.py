@@ -11,9 +11,9 @@ import torch
 
 from common.augment import ARM_AUGMENT_MODES
 from common.cli import OneLineParser
-from common.devices import parse_device
+from common.devices import AMP_MODES, parse_device
 from common.errors import OptionError
-from common.options import positive_int, seed_value
+from common.options import check_amp, positive_int, seed_value
 
 PROG = "generate.py"
 DEFAULT_BATCH_SIZE = 4
@@ -44,7 +44,8 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                        help=f"frames per generator pass (default {DEFAULT_BATCH_SIZE}); the files do not depend on it "
                        "unless --batch-statistics")
-    speed.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision (GPUs)")
+    speed.add_argument("--amp", choices=AMP_MODES, default="off",
+                       help="autocast precision: off = float32; bf16 on a GPU or a CPU; fp16 on CUDA only")
     speed.add_argument("--batch-statistics", action="store_true",
                        help="normalise with each batch's statistics, as the generator did while training (frames "
                        "then depend on the other frames of their batch); default: eval mode, stored statistics")
@@ -100,4 +101,5 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace
         raise OptionError(f"--frame-size {options.frame_size[0]}x{options.frame_size[1]}",
                           f"frames take the size of the files in {given}; leave --frame-size out")
     options.device = resolve_device(options.device)
+    check_amp(options.amp, [options.device.type])
     return options, []
