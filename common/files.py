@@ -26,6 +26,19 @@ from common.errors import CheckpointError, first_line
 TEMP_SUFFIX = ".tmp"
 
 
+def _read_umask() -> int:
+    """The process's umask. Reading it means setting it, so it is read once, at import, before
+    any thread of ours could create a file in between."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# A temporary file is created private (mode 0600); the finished file gets the mode the umask
+# gives any file open() creates (0644 under umask 022), so colleagues and web servers can read it.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -54,6 +67,7 @@ def write_atomic(path: str | Path, write: Callable[[io.BufferedWriter], None], d
     except OSError as error:
         raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from error
     try:
+        os.chmod(tmp_name, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

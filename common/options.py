@@ -72,7 +72,8 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
     run.add_argument("--continue-train", action="store_true",
                      help="continue exactly where the last save in --checkpoints-dir left off")
     run.add_argument("--max-iterations", type=positive_int, default=None,
-                     help="stop after this many iterations in all, saving the state (continue with --continue-train)")
+                     help="stop after this many iterations in all, saving the state (continue with --continue-train); "
+                     "counted from the run's start, not from a resume: with --continue-train give the new total")
     run.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
                      help="a NaN/inf loss term: stop naming the term and the iteration (nothing is saved after it), "
                      f"or skip that batch's update with a warning (stops after {NONFINITE_STREAK_LIMIT} in a row)")

@@ -14,7 +14,9 @@ checkpoints. So before a run writes anything it takes `<folder>/.run.lock`:
   refuses and says which file to delete if that run is gone (a network file system may not
   carry flock between hosts).
 
-The lock is the run's, not the process's: in a distributed job only process 0 takes it.
+The lock is the run's, not the process's: in a distributed job only process 0 takes it. It
+belongs to the main process alone: a process forked from it (a DataLoader worker) closes its
+copy of the descriptor at once, so an orphaned worker never keeps a killed run's folder locked.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ from pathlib import Path
 from common.errors import CheckpointError, FolderInUseError
 
 LOCK_NAME = ".run.lock"
+# Descriptors of the locks this process holds; a forked child closes them (a flock is held for
+# as long as any process has the descriptor open).
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def _host() -> str:
@@ -81,6 +99,7 @@ class RunLock:
         else:
             raise FolderInUseError(f"{self.path}: could not take the lock (the file keeps being replaced)")
         self._fd = fd
+        _HELD_LOCKS.add(fd)
         messages = self._take_over(self._read(fd))
         self._write({"pid": os.getpid(), "host": _host(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "command": " ".join(sys.argv)})
@@ -90,6 +109,7 @@ class RunLock:
         if not previous:
             return []
         if previous.get("host") != _host():
+            _HELD_LOCKS.discard(self._fd)
             os.close(self._fd)
             self._fd = None
             raise FolderInUseError(
@@ -127,6 +147,7 @@ class RunLock:
                 self.directory.rmdir()
             except OSError:
                 pass
+        _HELD_LOCKS.discard(self._fd)
         os.close(self._fd)  # closing releases the flock
         self._fd = None
 

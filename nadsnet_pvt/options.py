@@ -50,7 +50,7 @@ SEED_PRESET = dict(
     gan_fraction=0.5,
     generated="replace",
     lr_schedule="metric-based",
-    print_freq=0,
+    print_freq=100,  # the loss line, and the running losses on the progress bar
     save_latest_freq=500,
     amp="off",
 )
@@ -83,7 +83,7 @@ CPU_PRESET = dict(
     gan_fraction=0.25,
     generated="replace",
     lr_schedule="cosine",
-    print_freq=0,
+    print_freq=25,
     save_latest_freq=500,
     amp="off",  # float32: bf16 is faster on CPUs that compute it natively, but its accuracy is not shown
                 # equal yet (README "Performance"); --amp auto or bf16 opts in

@@ -1,13 +1,18 @@
-"""What the study runs: its data, its presets and its list of trainings.
+"""What the study runs: its data, its presets, its conditions and its list of steps.
 
-Data (synthetic, each set from its own seed): a training set whose arms stay on the wheel and
-in the lap; two held-out sets with new people and cabins: `narrow` (the same families) and
-`wide` (every family). Runs, in order: the judge (NADS-Net on real frames, its own seed); a
-NADS-Net on real frames for the GAN's guidance (another seed); the GAN on the training set
-with that guidance, judged at every saved epoch; then NADS-Net under four conditions, each for
-every seed, with the same number of steps and the same data order (the data order depends on
-the run's seed only): `real-only` (--gan-fraction 0), `generated-none` (generated frames in
-unchanged poses), `generated-slightly`, `generated-highly`.
+Data (synthetic, every set from its own seed, all seeds drawn from --data-seed): a small
+training set whose arms stay on the wheel and in the lap, with a validation split of the same
+kind (the training side: what per-epoch validation and any choice of settings may look at);
+three held-out sets, never looked at before the final evaluation: `narrow` (the training
+families), `wide` (every family; its arms in families absent from training are the
+`new_pose_arms` subset); and the judge's own set of every family.
+
+Steps, in order: the judge (NADS-Net on its own frames, longer than any condition, never used
+as guidance); the guidance network (NADS-Net on the training set); the GAN on the training
+set with that guidance; frames rendered once ahead of the conditions and shared by every seed
+(`pools`: the GAN's in new arm poses and in unchanged poses, and the oracle's, the synthetic
+renderer's own frames in exactly the GAN's new poses); then NADS-Net under each condition for
+each of its seeds, all with the same number of real samples per step, steps and data order.
 """
 
 from __future__ import annotations
@@ -16,14 +21,57 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 NARROW_FAMILIES = ("wheel", "lap")
-CONDITIONS = {
-    "real-only": ("--gan-fraction", "0", "--arm-augment", "none"),
-    "generated-none": ("--gan-fraction", "0.5", "--arm-augment", "none"),
-    "generated-slightly": ("--gan-fraction", "0.5", "--arm-augment", "slightly"),
-    "generated-highly": ("--gan-fraction", "0.5", "--arm-augment", "highly"),
-}
+BASELINE = "real-only"
 JUDGE_SEED, GUIDANCE_SEED = 101, 102
-TRAIN_SEED, NARROW_SEED, WIDE_SEED = 11, 12, 13
+POOL_AUGMENT = "plausible"  # the arm augmentation of the pools' new poses
+
+
+# Each set's seed is 1000 x --data-seed + its offset: the same --data-seed, the same sets.
+SET_SEED_OFFSETS = {"train": 11, "train_valid": 14, "narrow": 12, "wide": 13, "judge": 15, "judge_valid": 16}
+
+
+def set_seed(data_seed: int, name: str) -> int:
+    """The seed of set `name` (a key of SET_SEED_OFFSETS) under `data_seed`."""
+    return 1000 * data_seed + SET_SEED_OFFSETS[name]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One way of training NADS-Net: its flags, the frames rendered ahead it draws from (a pool
+    name, or None), whether the generator runs at every step, and which of the preset's seeds."""
+
+    name: str
+    flags: tuple[str, ...]
+    pool: str | None = None
+    online_generator: bool = False
+    main: bool = False  # run with the preset's main_seeds (else other_seeds)
+    summary: str = ""
+
+
+def conditions(dose_fractions: tuple[float, ...] = (0.25, 0.75)) -> list[Condition]:
+    """The study's conditions; `generated` against `real-only` is the primary comparison."""
+    add = ("--generated", "add")
+    found = [
+        Condition(BASELINE, ("--gan-fraction", "0"), main=True, summary="real frames only"),
+        Condition("oracle", (*add, "--gan-fraction", "0.5"), pool="oracle", main=True,
+                  summary="the perfect generator: the synthetic renderer's own frames in the new poses, added"),
+        Condition("generated", (*add, "--gan-fraction", "0.5"), pool="gan", main=True,
+                  summary="the GAN's frames in new poses, added (the primary comparison)"),
+        Condition("generated-unchanged", (*add, "--gan-fraction", "0.5"), pool="gan-unchanged",
+                  summary="the GAN's frames in the training poses as they are, added: the cost of the frames themselves"),
+        *(Condition(f"generated-{share:g}", (*add, "--gan-fraction", f"{share:g}"), pool="gan",
+                    summary=f"as generated, with {share:.0%} of a batch's real count added") for share in dose_fractions),
+        Condition("generated-online", (*add, "--gan-fraction", "0.5", "--arm-augment", POOL_AUGMENT, "--generator-eval"),
+                  online_generator=True,
+                  summary="as generated, but the GAN renders a new pose drawn at every step instead of one of the "
+                  "pool's: whether rendering once ahead changes the recipe"),
+        Condition("seed-recipe", ("--generated", "replace", "--gan-fraction", "0.5", "--arm-augment", "highly"),
+                  online_generator=True,
+                  summary="the seed's recipe: half of every batch replaced by the GAN rendering 'highly' arms each step"),
+        Condition("geometric", ("--gan-fraction", "0", "--smallest-scale", "0.6"),
+                  summary="conventional augmentation instead: each sample shrunk to 0.6-1.0 per axis and placed anywhere"),
+    ]
+    return found
 
 
 @dataclass(frozen=True)
@@ -32,62 +80,74 @@ class StudyPreset:
 
     name: str
     train_frames: int
+    train_valid_frames: int
     held_out_frames: int
+    judge_frames: int
     frame_size: tuple[int, int]
-    seeds: int
+    main_seeds: int
+    other_seeds: int
+    variants: int  # frames rendered ahead per training frame (new poses)
+    amp: str  # every NADS-Net and GAN run's --amp, pinned
     nadsnet_flags: tuple[str, ...]  # every NADS-Net run (judge, guidance, conditions)
-    reference_epochs: int  # judge and guidance
     condition_epochs: int
+    judge_epochs: int
     gan_flags: tuple[str, ...]
-    max_iterations: int | None = None  # --smoke: every training cut to this many iterations
+    max_iterations: int | None = None  # smoke: every training cut to this many iterations
+    dose_fractions: tuple[float, ...] = (0.25, 0.75)
 
 
 PRESETS = {
-    # About 80 minutes on a 2-core CPU: the cpu presets of both scripts on 600 frames. NADS-Net's
-    # schedule and seatbelt weight are pinned to what README's study results were measured with
-    # (the quick start's preset has since moved to a cosine schedule and seatbelt weight 300).
+    # 2-core CPU: the quick start's NADS-Net (128 px, narrow FPN) on 100 frames for 14 epochs, a
+    # cosine schedule settling at the end; the quick start's GAN for 12 epochs of those frames.
     "cpu": StudyPreset(
-        name="cpu", train_frames=600, held_out_frames=80, frame_size=(320, 180), seeds=2,
-        nadsnet_flags=("--preset", "cpu", "--lr-schedule", "metric-based", "--seatbelt-weight", "100",
-                       "--num-workers", "2"),
-        reference_epochs=3, condition_epochs=3,
-        gan_flags=("--preset", "cpu", "--niter", "2", "--niter-decay", "0", "--num-workers", "2",
-                   "--save-epoch-freq", "1")),
-    # One GPU: 384 px and the seed's networks (both scripts' seed presets), 3 seeds.
+        name="cpu", train_frames=100, train_valid_frames=40, held_out_frames=300, judge_frames=400,
+        frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="off",
+        nadsnet_flags=("--preset", "cpu", "--num-workers", "1", "--batch-size", "4"),
+        condition_epochs=14, judge_epochs=10,
+        gan_flags=("--preset", "cpu", "--niter", "12", "--niter-decay", "0", "--num-workers", "1",
+                   "--save-epoch-freq", "4", "--display-freq", "100")),
+    # One GPU: 384 px and the seed's networks (both scripts' seed presets, AdamW for NADS-Net).
     "gpu": StudyPreset(
-        name="gpu", train_frames=2000, held_out_frames=200, frame_size=(640, 360), seeds=3,
+        name="gpu", train_frames=400, train_valid_frames=100, held_out_frames=400, judge_frames=2000,
+        frame_size=(640, 360), main_seeds=5, other_seeds=3, variants=8, amp="off",
         nadsnet_flags=("--preset", "seed", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "1e-2",
-                       "--batch-size", "8", "--num-workers", "8"),
-        reference_epochs=10, condition_epochs=10,
-        gan_flags=("--preset", "seed", "--niter", "5", "--niter-decay", "5", "--batch-size", "4",
-                   "--num-workers", "8", "--save-epoch-freq", "1", "--print-freq", "50", "--display-freq", "200")),
+                       "--lr-schedule", "cosine", "--batch-size", "8", "--num-workers", "8"),
+        condition_epochs=40, judge_epochs=30,
+        gan_flags=("--preset", "seed", "--niter", "20", "--niter-decay", "20", "--batch-size", "4",
+                   "--num-workers", "8", "--save-epoch-freq", "5", "--print-freq", "50", "--display-freq", "200")),
 }
 
 
 def smoke(preset: StudyPreset) -> StudyPreset:
-    """The preset's whole pipeline at 64 px with every training cut to two iterations: one epoch
-    of 4 frames in batches of 2, so that every run validates and saves (tests)."""
-    tiny = ("--image-size", "64", "--num-workers", "0", "--batch-size", "2")
-    return replace(preset, train_frames=4, held_out_frames=3, frame_size=(160, 96), max_iterations=2,
-                   reference_epochs=1, condition_epochs=1,
-                   nadsnet_flags=(*preset.nadsnet_flags, *tiny, "--fpn-channels", "16", "--head-channels", "8"),
-                   gan_flags=(*preset.gan_flags, *tiny, "--ngf", "4", "--ndf", "4", "--spade-hidden", "8",
-                              "--niter", "1", "--niter-decay", "0"))
+    """The preset's whole pipeline at 64 px with every training cut to two iterations or one
+    epoch of 4 frames, 2 main seeds and 1 other, so that every step runs, validates and saves (tests)."""
+    tiny = ("--image-size", "64", "--num-workers", "0")
+    return replace(preset, train_frames=4, train_valid_frames=2, held_out_frames=3, judge_frames=4,
+                   frame_size=(160, 96), max_iterations=2, main_seeds=2, other_seeds=1, variants=2,
+                   condition_epochs=1, judge_epochs=1, dose_fractions=(0.25,),
+                   nadsnet_flags=(*preset.nadsnet_flags, *tiny, "--batch-size", "4", "--fpn-channels", "16",
+                                  "--head-channels", "8"),
+                   gan_flags=(*preset.gan_flags, *tiny, "--batch-size", "2", "--ngf", "4", "--ndf", "4",
+                              "--spade-hidden", "8", "--niter", "1", "--niter-decay", "0"))
 
 
 @dataclass(frozen=True)
 class DataSet:
-    """A folder in the seed's layout (its validation file is the held-out set)."""
+    """A folder in the seed's layout: its training file (when it has frames) and its validation file."""
 
     root: Path
 
     def flags(self, split: str) -> tuple[str, ...]:
         """The data flags of the training ('train') or validation ('valid') side."""
         if split == "train":
-            return ("--train-annotations", str(self.root / "Train_keypoint_Annotation_sample.json"),
-                    "--images-dir", str(self.root / "Raw_Images"), "--masks-dir", str(self.root / "Seatbelt_Mask"))
+            return ("--train-annotations", str(self.train_annotations), "--images-dir", str(self.root / "Raw_Images"),
+                    "--masks-dir", str(self.root / "Seatbelt_Mask"))
         return ("--valid-annotations", str(self.annotations), "--valid-images-dir", str(self.root / "Raw_Images"),
                 "--valid-masks-dir", str(self.root / "Seatbelt_Mask"))
+
+    @property
+    def train_annotations(self) -> Path:
+        return self.root / "Train_keypoint_Annotation_sample.json"
 
     @property
     def annotations(self) -> Path:
@@ -95,48 +155,95 @@ class DataSet:
 
 
 @dataclass(frozen=True)
+class StudyData:
+    """Every set one study uses."""
+
+    train: DataSet  # its validation file is the training side's validation split
+    narrow: DataSet
+    wide: DataSet
+    judge: DataSet
+
+
+@dataclass(frozen=True)
 class Training:
-    """One training of the study: its name, script, folder, flags and planned iterations."""
+    """One step of the study: its name, script ('nadsnet', 'gan', 'generate' or 'oracle'), the
+    folder of its log and done mark, its arguments, and its planned iterations (for the time
+    estimate). `output` is where a pool step writes its frames."""
 
     name: str
-    script: str  # "gan" or "nadsnet"
+    script: str
     directory: Path
     argv: tuple[str, ...]
     iterations: int
     condition: str | None = None
     seed: int | None = None
     epochs: int = 1
+    output: Path | None = None
     tags: dict = field(default_factory=dict)
 
 
-def trainings(preset: StudyPreset, out: Path, train: DataSet, narrow: DataSet, wide: DataSet) -> list[Training]:
-    """The study's trainings, in the order they run."""
-    runs_dir = out / "runs"
-    per_epoch = preset.train_frames // _batch(preset.nadsnet_flags)
-    data = (*train.flags("train"), *narrow.flags("valid"))
-    cut = ("--max-iterations", str(preset.max_iterations)) if preset.max_iterations else ()
+def pool_annotations(pool_dir: Path) -> Path:
+    """The annotation file of a pool folder (generate.py names it after the training file)."""
+    return pool_dir / "Train_keypoint_Annotation_sample.json"
 
-    def nadsnet(name: str, seed: int, epochs: int, extra: tuple[str, ...], condition: str | None = None) -> Training:
-        iterations = preset.max_iterations or per_epoch * epochs
-        argv = (*preset.nadsnet_flags, *data, "--seed", str(seed), "--epochs", str(epochs), *cut, *extra,
+
+def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
+              only: tuple[str, ...] | None = None) -> list[Training]:
+    """The study's steps, in the order they run (`only`: just these conditions, and the steps
+    every study runs)."""
+    runs_dir, pools_dir = out / "runs", out / "pools"
+    batch = _batch(preset.nadsnet_flags)
+    cut = ("--max-iterations", str(preset.max_iterations)) if preset.max_iterations else ()
+    amp = ("--amp", preset.amp)
+
+    def nadsnet(name: str, seed: int, epochs: int, sets: tuple[str, ...], frames: int, extra: tuple[str, ...] = (),
+                condition: str | None = None) -> Training:
+        iterations = preset.max_iterations or frames // batch * epochs
+        argv = (*preset.nadsnet_flags, *amp, *sets, "--seed", str(seed), "--epochs", str(epochs), *cut, *extra,
                 "--checkpoints-dir", str(runs_dir / name))
         return Training(name, "nadsnet", runs_dir / name, argv, iterations, condition, seed, epochs)
 
-    judge = nadsnet("judge", JUDGE_SEED, preset.reference_epochs, CONDITIONS["real-only"])
-    guidance = nadsnet("guidance", GUIDANCE_SEED, preset.reference_epochs, CONDITIONS["real-only"])
+    training_side = (*data.train.flags("train"), *data.train.flags("valid"))
+    judge = nadsnet("judge", JUDGE_SEED, preset.judge_epochs, (*data.judge.flags("train"), *data.judge.flags("valid")),
+                    preset.judge_frames, ("--gan-fraction", "0"))
+    guidance = nadsnet("guidance", GUIDANCE_SEED, preset.condition_epochs, training_side, preset.train_frames,
+                       ("--gan-fraction", "0"))
     gan_dir = runs_dir / "gan"
-    gan_argv = (*preset.gan_flags, *train.flags("train"), *wide.flags("valid"), *cut, "--seed", "0",
-                "--nadsnet-weights", str(guidance.directory / "nadsnet_best.pth"),
-                "--judge-weights", str(judge.directory / "nadsnet_best.pth"), "--checkpoints-dir", str(gan_dir))
-    gan_iterations = preset.max_iterations or (preset.train_frames // _batch(preset.gan_flags)) * _epochs(preset.gan_flags)
-    gan = Training("gan", "gan", gan_dir, gan_argv, gan_iterations, epochs=_epochs(preset.gan_flags))
-    runs = [judge, guidance, gan]
-    for condition, flags in CONDITIONS.items():
-        generator = ("--generator-weights", str(gan_dir / "latest_net_G.pth")) if condition != "real-only" else ()
-        for seed in range(1, preset.seeds + 1):
-            runs.append(nadsnet(f"{condition}-seed{seed}", seed, preset.condition_epochs, (*flags, *generator),
-                                condition))
-    return runs
+    gan_argv = (*preset.gan_flags, *amp, *data.train.flags("train"), *data.train.flags("valid"), *cut, "--seed", "0",
+                "--nadsnet-weights", str(guidance.directory / "nadsnet_best.pth"), "--checkpoints-dir", str(gan_dir))
+    gan_epochs = _epochs(preset.gan_flags)
+    gan = Training("gan", "gan", gan_dir, gan_argv,
+                   preset.max_iterations or preset.train_frames // _batch(preset.gan_flags) * gan_epochs,
+                   epochs=gan_epochs)
+    generator = gan_dir / "latest_net_G.pth"
+    source = ("--annotations", str(data.train.train_annotations), "--images-dir", str(data.train.root / "Raw_Images"),
+              "--masks-dir", str(data.train.root / "Seatbelt_Mask"))
+
+    def generate(name: str, mode: str, copies: int) -> Training:
+        argv = ("dataset", "--generator", str(generator), *source, "--arm-augment", mode, "--copies", str(copies),
+                "--seed", str(data_seed), *amp,
+                "--out", str(pools_dir / name))
+        return Training(f"pool-{name}", "generate", runs_dir / f"pool-{name}", argv, 0, output=pools_dir / name)
+
+    pool_gan = generate("gan", POOL_AUGMENT, preset.variants)
+    pool_unchanged = generate("gan-unchanged", "none", 1)
+    oracle_argv = ("--source-set", str(data.train.root), "--poses", str(pool_annotations(pools_dir / "gan")),
+                   "--out", str(pools_dir / "oracle"))
+    pool_oracle = Training("pool-oracle", "oracle", runs_dir / "pool-oracle", oracle_argv, 0, output=pools_dir / "oracle")
+    steps = [judge, guidance, gan, pool_gan, pool_unchanged, pool_oracle]
+    for condition in conditions(preset.dose_fractions):
+        if only is not None and condition.name not in only:
+            continue
+        frames = () if condition.pool is None else ("--generated-frames", str(pool_annotations(pools_dir / condition.pool)))
+        online = ("--generator-weights", str(generator)) if condition.online_generator else ()
+        for seed in range(1, (preset.main_seeds if condition.main else preset.other_seeds) + 1):
+            sets, watch = training_side, ()
+            if condition.name == BASELINE and seed == 1:  # the overfitting curve: own frames beside wide ones
+                sets = (*data.train.flags("train"), *data.wide.flags("valid"))
+                watch = ("--train-eval-frames", str(preset.train_frames))
+            steps.append(nadsnet(f"{condition.name}-seed{seed}", seed, preset.condition_epochs, sets,
+                                 preset.train_frames, (*condition.flags, *frames, *online, *watch), condition.name))
+    return steps
 
 
 def _flag(flags: tuple[str, ...], name: str, default: str) -> str:

@@ -1,5 +1,6 @@
-"""The study's results: every condition's NADS-Net evaluated on both held-out sets, the GAN's
-pose faithfulness, the verdict, and `study.json` / `study.html`."""
+"""The study's results: every condition's final NADS-Net on the held-out sets, the judge's
+faithfulness of the GAN against the oracle, real-only's overfitting curve, the paired
+statistics and the verdict, written as `study.json` and `study.html`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -21,10 +23,11 @@ from common.run_folder import provenance
 from common.sampling import ResumableSampler
 from common.visualize import PageSection, draw_skeleton, plot_curves, save_png, write_page
 from nadsnet_pvt.evaluate import evaluate
-from study.plan import CONDITIONS, DataSet, Training
-from study.verdict import RULE, summary, verdicts
+from study.plan import BASELINE, NARROW_FAMILIES, DataSet, StudyData, Training, pool_annotations
+from study.pools import changed_keypoint_masks, new_pose_arm_masks, subset_of
+from study.verdict import HELD_OUT, METRICS, PRIMARY_METRIC, RULE, oracle_share, paired_table, summary
 
-REPORTED = ("pckt", "pckt_arms", "seatbelt_iou")
+EVALUATION_BATCH = 8
 
 
 def final_network(training: Training) -> torch.nn.Module:
@@ -36,42 +39,85 @@ def final_network(training: Training) -> torch.nn.Module:
     return net
 
 
-def evaluate_on(net: torch.nn.Module, held_out: DataSet, image_size: int) -> dict[str, float]:
-    dataset = PoseDataset(held_out.annotations, held_out.root / "Raw_Images", held_out.root / "Seatbelt_Mask",
-                          image_size=image_size)
-    sampler = ResumableSampler(len(dataset), 8, shuffle=False, drop_last=False, even=False)
+def _dataset(annotations: Path, image_size: int) -> PoseDataset:
+    return PoseDataset(annotations, annotations.parent / "Raw_Images", annotations.parent / "Seatbelt_Mask",
+                       image_size=image_size)
+
+
+def evaluate_on(net: torch.nn.Module, dataset: PoseDataset, subsets: dict | None = None) -> dict[str, dict]:
+    """{'all': metrics, subset name: metrics} of `net` on `dataset` (one forward pass per batch);
+    metrics: the REPORTED numbers of nadsnet_pvt.metrics."""
+    sampler = ResumableSampler(len(dataset), EVALUATION_BATCH, shuffle=False, drop_last=False, even=False)
     sampler.set_epoch(0)
-    summary_ = evaluate(net, make_loader(dataset, sampler, 0, torch.device("cpu")), image_size, False, "cpu").summary
-    return {key: summary_[key] for key in REPORTED}
+    evaluation = evaluate(net, make_loader(dataset, sampler, 0, torch.device("cpu")), dataset.image_size, False, "cpu",
+                          subsets=subsets)
+    pick = lambda summary_: {metric: summary_[metric] for metric in METRICS}  # noqa: E731
+    return {"all": pick(evaluation.summary), **{name: pick(s) for name, s in evaluation.subsets.items()},
+            "present": {"all": evaluation.summary["present_arms"],
+                        **{name: s["present_arms"] for name, s in evaluation.subsets.items()}}}
 
 
-def condition_results(trainings: list[Training], narrow: DataSet, wide: DataSet) -> dict[str, dict]:
-    """{condition: {'narrow'|'wide': {metric: [one value per seed]}}}."""
-    results: dict[str, dict] = {name: {"narrow": {m: [] for m in REPORTED}, "wide": {m: [] for m in REPORTED}}
-                                for name in CONDITIONS}
+def condition_results(trainings: list[Training], data: StudyData) -> tuple[dict[str, dict], dict]:
+    """({condition: {'seeds': [...], 'wide'|'narrow'|'new_pose_arms': {metric: [one per seed]}}},
+    the number of arm keypoints each held-out set evaluates)."""
+    results: dict[str, dict] = {}
+    held_out_sets: dict[int, tuple] = {}
+    counts: dict = {}
     for training in trainings:
         if training.condition is None:
             continue
         net = final_network(training)
-        for held_out_name, held_out in (("narrow", narrow), ("wide", wide)):
-            for metric, value in evaluate_on(net, held_out, net.image_size).items():
-                results[training.condition][held_out_name][metric].append(value)
-    return results
+        if net.image_size not in held_out_sets:
+            wide = _dataset(data.wide.annotations, net.image_size)
+            held_out_sets[net.image_size] = (_dataset(data.narrow.annotations, net.image_size), wide,
+                                             {"new_pose_arms": subset_of(new_pose_arm_masks(wide, NARROW_FAMILIES))})
+        narrow, wide, subsets = held_out_sets[net.image_size]
+        on_wide, on_narrow = evaluate_on(net, wide, subsets), evaluate_on(net, narrow)
+        entry = results.setdefault(training.condition, {"seeds": [], **{h: {m: [] for m in METRICS} for h in HELD_OUT}})
+        entry["seeds"].append(training.seed)
+        for held, values in (("wide", on_wide["all"]), ("new_pose_arms", on_wide["new_pose_arms"]),
+                             ("narrow", on_narrow["all"])):
+            for metric in METRICS:
+                entry[held][metric].append(values[metric])
+        counts = {"wide_arms": on_wide["present"]["all"], "new_pose_arms": on_wide["present"]["new_pose_arms"],
+                  "narrow_arms": on_narrow["present"]["all"], "wide_frames": len(wide), "narrow_frames": len(narrow)}
+    return results, counts
 
 
-def faithfulness(gan: Training) -> dict[str, Any]:
-    """The GAN's last judged epoch (gan_metrics.jsonl), and every epoch's for the curve."""
-    lines = (gan.directory / "gan_metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    last = records[-1]
-    return {"ratio": last["faithfulness"], "arms": last["faithfulness_arms"], "generated_pckt": last["generated_pckt"],
-            "real_pckt": last["real_pckt"], "generated_seatbelt_iou": last["generated_seatbelt_iou"],
-            "per_epoch": [{key: record[key] for key in ("epoch", "iteration", "faithfulness", "faithfulness_arms")}
-                          for record in records]}
+def faithfulness(judge: Training, train: DataSet, pools_dir: Path) -> dict[str, Any]:
+    """The judge's PCKt@0.2 (all, arms, seatbelt IoU) on the GAN's frames of the changed training
+    poses over the same on the oracle's frames of the same poses, and how often a changed
+    (generated) arm keypoint is found where its label says, in both."""
+    net = final_network(judge)
+    source = _dataset(train.train_annotations, net.image_size)
+    measured = {}
+    for name in ("gan", "oracle"):
+        pool = _dataset(pool_annotations(pools_dir / name), net.image_size)
+        measured[name] = evaluate_on(net, pool, {"changed": subset_of(changed_keypoint_masks(pool, source))})
+    gan, oracle = measured["gan"], measured["oracle"]
+
+    def ratio(metric: str, subset: str = "all") -> float:
+        low = oracle[subset][metric]
+        return gan[subset][metric] / low if low and math.isfinite(low) else math.nan
+
+    return {"pckt": ratio("pckt"), "pckt_arms": ratio("pckt_arms"), "seatbelt_iou": ratio("seatbelt_iou"),
+            "changed_arms_found": {"gan": gan["changed"]["pckt"], "oracle": oracle["changed"]["pckt"]},
+            "gan": gan["all"], "oracle": oracle["all"], "changed_keypoints": gan["present"]["changed"]}
+
+
+def overfitting(trainings: list[Training]) -> dict[str, list]:
+    """Real-only seed 1, per epoch: PCKt@0.2 on its own training frames and on the wide held-out set."""
+    run = next((t for t in trainings if t.condition == BASELINE and t.seed == 1), None)
+    if run is None:
+        return {"epoch": [], "train_pckt": [], "wide_pckt": [], "train_pckt_arms": [], "wide_pckt_arms": []}
+    records = [json.loads(line) for line in (run.directory / "nadsnet_metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    return {"epoch": [r["epoch"] for r in records], "train_pckt": [r.get("train_frames_pckt") for r in records],
+            "wide_pckt": [r["pckt"] for r in records], "train_pckt_arms": [r.get("train_frames_pckt_arms") for r in records],
+            "wide_pckt_arms": [r["pckt_arms"] for r in records]}
 
 
 def versions() -> dict[str, str]:
-    import cv2
     import timm
     import torchvision
 
@@ -79,15 +125,18 @@ def versions() -> dict[str, str]:
             "opencv": cv2.__version__, "numpy": np.__version__, "platform": platform.platform()}
 
 
-def write_report(out: Path, results: dict, judged: dict, config: dict, minutes: float, pictures: list) -> dict:
-    """study.json and study.html; returns what study.json holds."""
-    per_condition = verdicts(results)
-    report = {"conditions": results, "faithfulness": judged,
-              "verdict": {"rule": RULE, "per_condition": per_condition, "summary": summary(per_condition)},
-              "config": config, "versions": versions(), "minutes": minutes}
+def build_report(results: dict, counts: dict, judged: dict, curve: dict, config: dict, minutes: float) -> dict:
+    """What study.json holds."""
+    table = paired_table(results)
+    return {"conditions": results, "paired": table, "oracle_share": oracle_share(table),
+            "verdict": {"rule": RULE, "primary": PRIMARY_METRIC, "summary": summary(table)},
+            "overfitting": curve, "faithfulness": judged, "evaluated_keypoints": counts,
+            "config": config, "versions": versions(), "minutes": minutes}
+
+
+def write_report(out: Path, report: dict, pictures: list) -> None:
     write_text_atomic(json.dumps(_without_nan(report), indent=2) + "\n", out / "study.json")
     _write_page(out, report, pictures)
-    return report
 
 
 def _without_nan(value: Any) -> Any:
@@ -100,66 +149,77 @@ def _without_nan(value: Any) -> Any:
     return value
 
 
-def table_rows(results: dict) -> list[str]:
-    """'condition | narrow PCKt | narrow arms | wide PCKt | wide arms | wide IoU' as mean (spread)."""
+def table_rows(report: dict) -> list[str]:
+    """Per condition and held-out set (PCKt@0.2 of all keypoints; of the arms for new-pose arms):
+    the mean over seeds and the paired difference to real-only with its 95 % interval."""
     rows = []
-    for name, held_out in results.items():
-        cells = [_cell(held_out[h][m]) for h, m in (("narrow", "pckt"), ("narrow", "pckt_arms"), ("wide", "pckt"),
-                                                     ("wide", "pckt_arms"), ("wide", "seatbelt_iou"))]
-        rows.append(f"{name:<20} " + " | ".join(cells))
+    columns = (("wide", "pckt"), ("new_pose_arms", "pckt_arms"), ("narrow", "pckt"))
+    for name, results in report["conditions"].items():
+        cells = []
+        for held, metric in columns:
+            values = [v for v in results[held][metric] if v is not None and math.isfinite(v)]
+            mean = f"{fmean(values):.3f}" if values else "n/a"
+            pair = report["paired"].get(name, {}).get(f"{held}.{metric}")
+            cells.append(mean if pair is None else f"{mean} {_difference(pair)}")
+        rows.append(f"{name:<20} n={len(results['seeds'])} | " + " | ".join(cells))
     return rows
 
 
-def _cell(values: list[float]) -> str:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return "n/a"
-    return f"{fmean(finite):.3f} ({max(finite) - min(finite):.3f})"
+def _difference(pair: dict) -> str:
+    low, high = pair["ci95"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"({pair['difference']:+.3f})"
+    return f"({pair['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {pair['verdict']})"
 
 
 def _write_page(out: Path, report: dict, pictures: list[tuple[str, str]]) -> None:
-    results = report["conditions"]
-    curves = {f"{name} wide PCKt": [(seed, value) for seed, value in enumerate(held["wide"]["pckt"], 1)]
-              for name, held in results.items()}
-    plot_curves(out / "study_chart.png", curves, "PCKt@0.2 on the wide held-out set, per seed", "seed")
-    header = "condition            narrow PCKt | narrow arms | wide PCKt | wide arms | wide seatbelt IoU  (mean (max-min) over seeds)"
+    curve = report["overfitting"]
+    plots = []
+    if plot_curves(out / "study_overfitting.png",
+                   {"own training frames": [(e, v) for e, v in zip(curve["epoch"], curve["train_pckt"]) if v is not None],
+                    "wide held-out set": list(zip(curve["epoch"], curve["wide_pckt"]))},
+                   "real-only (seed 1): PCKt@0.2 on its own frames and on held-out frames", "epoch"):
+        plots.append("study_overfitting.png")
     judged = report["faithfulness"]
-    notes = [f"verdict: {report['verdict']['summary']}", f"rule: {report['verdict']['rule']}",
-             *(f"{name}: PCKt {v['pckt']['verdict']} ({v['pckt']['difference']:+.3f}, spread {v['pckt']['spread']:.3f}); "
-               f"arms {v['pckt_arms']['verdict']} ({v['pckt_arms']['difference']:+.3f}, spread {v['pckt_arms']['spread']:.3f})"
-               for name, v in report["verdict"]["per_condition"].items()),
-             f"pose faithfulness of the generator (judge's PCKt on generated / on real held-out frames): "
-             f"{_number(judged['ratio'])}, arms {_number(judged['arms'])}",
-             header, *table_rows(results), f"{report['minutes']:.0f} minutes"]
-    write_page(out / "study.html", "Does pose augmentation help?", [PageSection("generated frames in changed poses "
-               "(left) beside the real frames they come from (right)", pictures)], plots=["study_chart.png"], notes=notes)
+    share = report["oracle_share"]
+    notes = [f"rule (fixed before any number): {report['verdict']['rule']}",
+             f"verdict: {report['verdict']['summary']}",
+             f"the GAN's share of the oracle's gain on new-pose arms: {'n/a' if not math.isfinite(share) else f'{share:.2f}'}",
+             f"faithfulness (judge's PCKt@0.2 on the GAN's frames of the changed training poses / on the oracle's): "
+             f"{_number(judged['pckt'])}, arms {_number(judged['pckt_arms'])}, seatbelt IoU {_number(judged['seatbelt_iou'])}; "
+             f"changed arm keypoints found: GAN {_number(judged['changed_arms_found']['gan'])}, oracle "
+             f"{_number(judged['changed_arms_found']['oracle'])}",
+             "condition            seeds | wide PCKt | new-pose arms PCKt | narrow PCKt   "
+             "(mean, paired difference to real-only [95 % CI] verdict)",
+             *table_rows(report), f"{report['minutes']:.0f} minutes"]
+    write_page(out / "study.html", "Does pose augmentation help?",
+               [PageSection("a training frame (left), the GAN's frame in a new pose (middle), the oracle's frame in the "
+                            "same pose (right)", pictures)], plots=plots, notes=notes, image_width=480)
 
 
 def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-def pose_pictures(gan: Training, wide: DataSet, out: Path, count: int = 4) -> list[tuple[str, str]]:
-    """Frames the trained generator renders from held-out poses with 'highly' changed arms,
-    beside the real frames (skeletons drawn): (path relative to study.html, caption) pairs."""
-    from common.augment import arm_augment
-    from common.imaging import imagenet_to_uint8
-    from common.models.factory import load_generator
-    from common.rendering import GeneratedSamples
-
-    generator, config = load_generator(gan.directory / "latest_net_G.pth")
-    size = 128
-    dataset = PoseDataset(wide.annotations, wide.root / "Raw_Images", wide.root / "Seatbelt_Mask", image_size=size)
-    renderer = GeneratedSamples(generator, "cpu", "converted", eval_mode=False)
+def pose_pictures(train: DataSet, pools_dir: Path, out: Path, count: int = 4) -> list[tuple[str, str]]:
+    """The first `count` frames of the GAN's pool beside their source frame and the oracle's
+    frame of the same pose, skeletons drawn: (path relative to study.html, caption) pairs."""
+    gan = _dataset(pool_annotations(pools_dir / "gan"), 128)
+    oracle = _dataset(pool_annotations(pools_dir / "oracle"), 128)
+    source = _dataset(train.train_annotations, 128)
+    index_of = {image_id: index for index, image_id in enumerate(source.image_ids)}
+    oracle_of = {image_id: index for index, image_id in enumerate(oracle.image_ids)}
     pictures = []
-    for index in range(min(count, len(dataset))):
-        sample = dataset[index]
-        pose = arm_augment(sample["keypoints"].numpy(), "highly", np.random.default_rng([7, index]), image_size=size)
-        pose = torch.from_numpy(pose.astype(np.float32))
-        frame = renderer.render(pose[None], sample["seatbelt"][None], size)[0]
-        generated = draw_skeleton(imagenet_to_uint8(frame), pose.numpy())
-        real = draw_skeleton(imagenet_to_uint8(sample["image"]), sample["keypoints"].numpy())
+    for index in range(min(count, len(gan))):
+        image_id = gan.image_ids[index]
+        panels = []
+        for dataset, row in ((source, index_of[image_id.rsplit("_gen", 1)[0]]), (gan, index),
+                             (oracle, oracle_of[image_id])):
+            frame = cv2.cvtColor(cv2.imread(str(dataset.image_paths[row]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            height, width = frame.shape[:2]
+            people = dataset.keypoints[row] * np.array([width, height]) / dataset.image_size
+            panels.append(draw_skeleton(frame, people, thickness=1))
         name = f"images/pose{index}.png"
-        save_png(out / name, np.concatenate([generated, real], axis=1))
-        pictures.append((name, f"{dataset.image_ids[index]}: generated ('highly' arms) | real"))
+        save_png(out / name, np.concatenate(panels, axis=1))
+        pictures.append((name, f"{image_id}: training frame | GAN | oracle"))
     return pictures

@@ -1,7 +1,9 @@
 """Running the study's trainings: each at most once, resumable, with one progress line.
 
 Every training runs in this process through its script's `main` (no start-up cost per run),
-its output going to `<its folder>/output.log`. A finished training leaves `done.json`; a study
+its output going to `<its folder>/output.log`; with `--jobs N` the conditions' trainings (which
+do not depend on each other) run N at a time instead, each in a process of its own with an
+equal share of the cores (run_in_parallel). A finished training leaves `done.json`; a study
 that was stopped (Ctrl-C, a kill, a crash) continues with the same command: finished trainings
 are kept, an unfinished one continues from its last save (`--continue-train`). While a training
 runs, a background thread keeps one line up to date: which training, which epoch, and about how
@@ -11,18 +13,24 @@ long the whole study still needs (from the iterations planned and the speed meas
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from common.errors import CheckpointError
 from common.files import write_text_atomic
-from common.stopping import TrainingInterrupted
+from common.stopping import STOP, TrainingInterrupted
 from study.plan import Training
 
 DONE = "done.json"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class StudyError(RuntimeError):
@@ -36,9 +44,16 @@ def is_done(training: Training) -> bool:
 def _script_main(script: str) -> Callable[[list[str]], int]:
     if script == "gan":
         from gan.train import main
-    else:
+    elif script == "nadsnet":
         from nadsnet_pvt.train import main
+    elif script == "generate":
+        from gan.generation.commands import main
+    else:
+        from study.pools import oracle_main as main
     return main
+
+
+STATE_FILES = {"gan": "gan_train_state.pth", "nadsnet": "nadsnet_train_state.pth"}  # others restart or continue alone
 
 
 def _epochs_done(training: Training) -> int:
@@ -62,21 +77,23 @@ class Progress:
         self.started = time.time()
         self.iterations_done = sum(t.iterations for t in trainings if is_done(t))
         self.iterations_at_start = self.iterations_done
-        self.current: Training | None = None
+        self.running: list[Training] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def line(self) -> str:
-        if self.current is None:
+        if not self.running:
             return ""
-        index = self.trainings.index(self.current) + 1
+        current = self.running[0]
+        index = self.trainings.index(current) + 1
         done_now = self.iterations_done - self.iterations_at_start
         total = sum(t.iterations for t in self.trainings)
         elapsed = time.time() - self.started
         left = "estimating time left" if done_now == 0 else \
             f"about {(total - self.iterations_done) * elapsed / done_now / 60:.0f} min left"
-        epoch = min(_epochs_done(self.current) + 1, self.current.epochs)
-        return (f"study: training {index}/{len(self.trainings)} {self.current.name}, epoch {epoch}/{self.current.epochs}, "
+        epoch = min(_epochs_done(current) + 1, current.epochs)
+        others = f" (and {len(self.running) - 1} more)" if len(self.running) > 1 else ""
+        return (f"study: training {index}/{len(self.trainings)} {current.name}, epoch {epoch}/{current.epochs}{others}, "
                 f"{left}")
 
     def _loop(self) -> None:
@@ -85,7 +102,7 @@ class Progress:
             self.stream.flush()
 
     def start(self, training: Training) -> None:
-        self.current = training
+        self.running.append(training)
         self.stream.write("\r" + self.line()[:150].ljust(150) + "\n")
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -93,6 +110,8 @@ class Progress:
 
     def finished(self, training: Training) -> None:
         self.iterations_done += training.iterations
+        if training in self.running:
+            self.running.remove(training)
 
     def close(self) -> None:
         self._stop.set()
@@ -101,16 +120,28 @@ class Progress:
         self.stream.write("\n")
 
 
+def _arguments(training: Training) -> list[str]:
+    """The training's arguments, continuing from its last save when it has one."""
+    training.directory.mkdir(parents=True, exist_ok=True)
+    state = STATE_FILES.get(training.script)
+    resumable = state is not None and (training.directory / state).is_file()
+    return [*training.argv, *(["--continue-train"] if resumable else [])]
+
+
 def run_training(training: Training, progress: Progress) -> None:
     """Run (or continue) one training to the end, its output in `output.log`; then mark it done."""
     progress.start(training)
-    training.directory.mkdir(parents=True, exist_ok=True)
-    state = "gan_train_state.pth" if training.script == "gan" else "nadsnet_train_state.pth"
-    argv = [*training.argv, *(["--continue-train"] if (training.directory / state).is_file() else [])]
-    log_path = training.directory / "output.log"
-    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    argv = _arguments(training)
+    with open(training.directory / "output.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
         print(f"\n$ {training.script} {' '.join(argv)}", flush=True)
         code = _script_main(training.script)(argv)
+    _finish(training, code, progress)
+
+
+def _finish(training: Training, code: int, progress: Progress) -> None:
+    """Mark a training that exited with `code` done, or raise: interrupted, or failed (naming its log)."""
+    log_path = training.directory / "output.log"
     if code in (130, 143):
         raise TrainingInterrupted(code - 128, f"stopped during {training.name}; continue with the same command")
     if code != 0:
@@ -119,6 +150,56 @@ def run_training(training: Training, progress: Progress) -> None:
                          f"(log: {log_path})")
     write_text_atomic(json.dumps({"name": training.name, "argv": list(training.argv)}) + "\n", training.directory / DONE)
     progress.finished(training)
+
+
+def _die_with_parent() -> None:
+    """In a training's process, before it starts: a session of its own (a terminal's Ctrl-C
+    reaches the study alone, which passes it on once), and SIGTERM when the study's process
+    dies however it dies (Linux), so that no training goes on writing without it."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def _start(training: Training, threads: int) -> subprocess.Popen:
+    argv = _arguments(training)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(training.directory / "output.log", "a", encoding="utf-8") as log:
+        log.write(f"\n$ {training.script} {' '.join(argv)}\n")
+        log.flush()
+        return subprocess.Popen([sys.executable, "-m", "study.runner", training.script, *argv], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent if os.name == "posix" else None)
+
+
+def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int) -> None:
+    """Run the trainings not yet done `jobs` at a time, in plan order, each in its own process
+    with cores // jobs threads. A stop request is passed on to every running training (each
+    saves and ends); a failed training stops the others the same way, then the study says which."""
+    threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // jobs
+    pending = [training for training in trainings if not is_done(training)]
+    running: list[tuple[Training, subprocess.Popen]] = []
+    passed_on = False
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and STOP.requested is None:
+                training = pending.pop(0)
+                progress.start(training)
+                running.append((training, _start(training, max(1, threads))))
+            if STOP.requested is not None and not passed_on:
+                passed_on = True
+                for _, process in running:
+                    process.send_signal(STOP.requested)
+            time.sleep(0.5)
+            for entry in [entry for entry in running if entry[1].poll() is not None]:
+                running.remove(entry)
+                _finish(entry[0], entry[1].returncode, progress)
+    finally:
+        for _, process in running:  # after a failure or a second signal: stop the rest, saving
+            if process.poll() is None and not passed_on:
+                process.send_signal(signal.SIGINT)
+        for _, process in running:
+            process.wait()
 
 
 def check_resumable(trainings: list[Training]) -> None:
@@ -130,3 +211,10 @@ def check_resumable(trainings: list[Training]) -> None:
             if recorded.get("argv") != list(training.argv):
                 raise CheckpointError(f"{done}: this training was run with other flags (another --preset or "
                                       "version of the study); use another --out")
+
+
+if __name__ == "__main__":  # one training in a process of its own: python -m study.runner SCRIPT ARGS...
+    from common.stopping import STOP as _STOP
+
+    _STOP.install()
+    sys.exit(_script_main(sys.argv[1])(sys.argv[2:]))

@@ -1,65 +1,115 @@
-"""The study's verdict rule, fixed before any number is seen (stated on the study's page).
+"""The study's statistics and verdict rule, fixed before any number is seen (stated on the
+study's page above every number).
 
-For each generated condition against `real-only`, on the `wide` held-out set, for all
-keypoints (PCKt@0.2) and for the arms (PCKt@0.2 of elbows and wrists):
+Every condition trains with the same training seeds as `real-only` (a seed fixes the initial
+weights, the real data order and the generated variants drawn), so each seed gives one
+paired difference:
 
-    difference = mean over seeds (condition) - mean over seeds (real-only)
-    spread     = the larger of the two conditions' spreads (max - min over seeds)
-    "helps"                    when difference >  2 x spread
-    "hurts"                    when difference < -2 x spread
-    "no measurable difference" otherwise
+    d_s = metric(condition, seed s) - metric(real-only, seed s)      over the shared seeds
+    difference = mean(d_s)
+    ci95 = difference -+ t(0.975, n - 1) * sd(d_s) / sqrt(n)         (Student t, n >= 2)
+    "helps"                    when ci95 lies above 0
+    "hurts"                    when ci95 lies below 0
+    "no measurable difference" otherwise (and with fewer than 2 shared seeds)
 
-With a single seed the spread is 0 and any difference decides: the presets run 2 or more.
+The primary comparison, named before the run: `generated` (frames of the GAN in new arm
+poses, added to the real ones) against `real-only` on the arms in new poses
+(`new_pose_arms.pckt_arms`). Pose augmentation "helps" when that verdict is "helps" and the
+narrow held-out set (the training families) does not say "hurts" for all keypoints: a gain on
+new poses must not cost the poses trained on. Every other comparison is secondary.
 """
 
 from __future__ import annotations
 
-from statistics import fmean
+import math
+from statistics import fmean, stdev
 from typing import Sequence
 
-RULE = ("for each generated condition against real-only on the wide held-out set (all keypoints and arms): "
-        "'helps' when the difference of the means exceeds twice the larger spread (max - min over seeds) of the "
-        "two, 'hurts' when it is below minus that, 'no measurable difference' otherwise")
+from scipy import stats
+
 BASELINE = "real-only"
-METRICS = ("pckt", "pckt_arms")
+PRIMARY_CONDITION = "generated"
+PRIMARY_METRIC = "new_pose_arms.pckt_arms"
+GUARD_METRIC = "narrow.pckt"  # a gain must not cost the training families
+HELD_OUT = ("wide", "new_pose_arms", "narrow")
+METRICS = ("pckt", "pckt_arms", "seatbelt_iou")
+RULE = ("paired over the training seeds: the difference of each condition to real-only, seed by seed; its mean and "
+        "a 95 % Student-t interval over the per-seed differences; 'helps' when the interval lies above 0, 'hurts' "
+        "when below, 'no measurable difference' otherwise. Primary comparison, named before the run: generated "
+        "(new arm poses, added) against real-only on the arms in new poses (new_pose_arms PCKt@0.2 of elbows and "
+        "wrists); pose augmentation helps when that says 'helps' and the narrow held-out set's PCKt does not say "
+        "'hurts'. Everything else is secondary.")
 
 
-def spread(values: Sequence[float]) -> float:
-    return max(values) - min(values)
+def paired(condition: Sequence[float | None], baseline: Sequence[float | None]) -> dict:
+    """The rule for one metric over seed-aligned values (None or NaN where a seed has no value):
+    {'difference', 'ci95': [low, high], 'seeds', 'verdict'} (NaN/None difference without pairs)."""
+    differences = [c - b for c, b in zip(condition, baseline)
+                   if c is not None and b is not None and math.isfinite(c) and math.isfinite(b)]
+    n = len(differences)
+    if n == 0:
+        return {"difference": math.nan, "ci95": [math.nan, math.nan], "seeds": 0, "verdict": "no measurable difference"}
+    mean = fmean(differences)
+    if n < 2:
+        return {"difference": mean, "ci95": [math.nan, math.nan], "seeds": 1, "verdict": "no measurable difference"}
+    half = float(stats.t.ppf(0.975, n - 1)) * stdev(differences) / math.sqrt(n)
+    low, high = mean - half, mean + half
+    verdict = "helps" if low > 0 else "hurts" if high < 0 else "no measurable difference"
+    return {"difference": mean, "ci95": [low, high], "seeds": n, "verdict": verdict}
 
 
-def compare(condition: Sequence[float], baseline: Sequence[float]) -> dict:
-    """The rule for one metric: {'difference', 'spread', 'verdict'}."""
-    difference = fmean(condition) - fmean(baseline)
-    larger_spread = max(spread(condition), spread(baseline))
-    if difference > 2 * larger_spread:
-        verdict = "helps"
-    elif difference < -2 * larger_spread:
-        verdict = "hurts"
-    else:
-        verdict = "no measurable difference"
-    return {"difference": difference, "spread": larger_spread, "verdict": verdict}
+def _aligned(results: dict, seeds: Sequence[int], held_out: str, metric: str) -> list[float | None]:
+    by_seed = dict(zip(results["seeds"], results[held_out][metric]))
+    return [by_seed.get(seed) for seed in seeds]
 
 
-def verdicts(conditions: dict[str, dict], held_out: str = "wide") -> dict[str, dict]:
-    """{condition: {metric: compare(...)}} for every condition but the baseline.
+def paired_table(conditions: dict[str, dict]) -> dict[str, dict]:
+    """{condition: {'<held-out>.<metric>': paired(...)}} against real-only for every other condition.
 
-    conditions: {name: {held_out: {metric: [one value per seed]}}}, as in study.json.
+    conditions: {name: {'seeds': [...], held-out: {metric: [one value per seed]}}}, as in study.json.
     """
-    baseline = conditions[BASELINE][held_out]
-    return {name: {metric: compare(results[held_out][metric], baseline[metric]) for metric in METRICS}
-            for name, results in conditions.items() if name != BASELINE}
+    if BASELINE not in conditions:
+        return {}
+    baseline = conditions[BASELINE]
+    table = {}
+    for name, results in conditions.items():
+        if name == BASELINE:
+            continue
+        seeds = [seed for seed in results["seeds"] if seed in baseline["seeds"]]
+        table[name] = {f"{held}.{metric}": paired(_aligned(results, seeds, held, metric),
+                                                  _aligned(baseline, seeds, held, metric))
+                       for held in HELD_OUT if held in results for metric in METRICS if metric in results[held]}
+    return table
 
 
-def summary(per_condition: dict[str, dict]) -> str:
-    """One sentence: what the numbers say about pose augmentation."""
-    said = {(name, metric): result["verdict"] for name, metrics in per_condition.items() for metric, result in metrics.items()}
-    helps = sorted({name for (name, _), verdict in said.items() if verdict == "helps"})
-    hurts = sorted({name for (name, _), verdict in said.items() if verdict == "hurts"})
-    if helps and not hurts:
-        return f"pose augmentation helps on the wide held-out set ({', '.join(helps)})"
-    if hurts and not helps:
-        return f"pose augmentation hurts on the wide held-out set ({', '.join(hurts)})"
-    if helps and hurts:
-        return f"mixed: helps for {', '.join(helps)}, hurts for {', '.join(hurts)} on the wide held-out set"
-    return "no measurable difference between real-only training and any generated condition on the wide held-out set"
+def oracle_share(table: dict[str, dict], condition: str = PRIMARY_CONDITION, metric: str = PRIMARY_METRIC) -> float:
+    """The condition's gain over real-only as a fraction of the oracle's (NaN when the oracle
+    gained nothing: there is no gain to share)."""
+    oracle = table.get("oracle", {}).get(metric, {}).get("difference", math.nan)
+    gain = table.get(condition, {}).get(metric, {}).get("difference", math.nan)
+    if not (math.isfinite(oracle) and math.isfinite(gain)) or oracle <= 0:
+        return math.nan
+    return gain / oracle
+
+
+def summary(table: dict[str, dict]) -> str:
+    """One sentence: what the primary comparison says, with the ceiling beside it."""
+    primary = table.get(PRIMARY_CONDITION, {}).get(PRIMARY_METRIC)
+    if primary is None:
+        return "no primary comparison (the generated condition did not run)"
+    guard = table[PRIMARY_CONDITION].get(GUARD_METRIC, {"verdict": "no measurable difference"})
+    oracle = table.get("oracle", {}).get(PRIMARY_METRIC)
+    ceiling = "" if oracle is None else (f"; the perfect generator (oracle): {oracle['verdict']} "
+                                          f"({_signed(oracle)})")
+    said = f"{primary['verdict']} ({_signed(primary)})"
+    if primary["verdict"] == "helps" and guard["verdict"] == "hurts":
+        return (f"no: generated frames in new poses gain on new-pose arms, {said}, but cost the training families "
+                f"({_signed(guard)} PCKt on narrow){ceiling}")
+    answer = {"helps": "yes", "hurts": "no, it hurts", "no measurable difference": "no measurable difference"}
+    return f"{answer[primary['verdict']]}: generated frames in new poses against real-only on new-pose arms, {said}{ceiling}"
+
+
+def _signed(result: dict) -> str:
+    low, high = result["ci95"]
+    interval = "" if not (math.isfinite(low) and math.isfinite(high)) else f", 95 % CI [{low:+.3f}, {high:+.3f}]"
+    return f"{result['difference']:+.3f}{interval}, {result['seeds']} seeds"

@@ -211,6 +211,23 @@ def test_pictures_and_pages_are_renamed_into_place_without_fsync(tmp_path, monke
     assert not no_temporaries(tmp_path)
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    # The umask is read once at start-up: a fresh interpreter under each umask.
+    script = ("import os, sys, numpy as np; from common.files import write_text_atomic, save_atomic; "
+              "from common.visualize import save_png; out = sys.argv[1]; "
+              "write_text_atomic('x', out + '/a.txt'); save_atomic({'w': 1}, out + '/b.pth'); "
+              "save_png(out + '/c.png', np.zeros((2, 2, 3), np.uint8)); open(out + '/plain.txt', 'w').close()")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=Path(__file__).resolve().parents[1],
+                            env=SINGLE_THREAD_ENV, capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: os.umask(umask))
+    assert result.returncode == 0, result.stderr
+    modes = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
+    assert modes["plain.txt"] == 0o666 & ~umask
+    assert modes == dict.fromkeys(["a.txt", "b.pth", "c.png", "plain.txt"], 0o666 & ~umask)
+
+
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     from common.files import remove_stale_temporaries
 

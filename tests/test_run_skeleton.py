@@ -226,3 +226,40 @@ def test_bad_options_are_one_line_exit_2_and_write_nothing(tiny_dataset_dir, tmp
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
     assert "Traceback" not in err and not folder.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forked loader workers are a POSIX matter")
+def test_a_restart_right_after_kill_9_is_not_refused_by_orphaned_workers(tmp_path):
+    """The lock is the main process's: a forked child (as a DataLoader worker is) that outlives
+    a killed run does not keep the folder locked."""
+    import signal
+    import time
+
+    from common.run_folder import RunLock
+
+    script = textwrap.dedent("""
+        import os, sys, time
+        from pathlib import Path
+        from common.run_folder import RunLock
+        RunLock(Path(sys.argv[1])).acquire()
+        child = os.fork()
+        if child == 0:  # the orphan-to-be: lives on after its parent is killed
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        time.sleep(60)
+    """)
+    run = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], cwd=ROOT, env=SINGLE_THREAD_ENV,
+                           stdout=subprocess.PIPE, text=True)
+    worker = int(run.stdout.readline())
+    try:
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        time.sleep(0.2)
+        os.kill(worker, 0)  # the orphan still runs
+        lock = RunLock(tmp_path / "run")
+        messages = lock.acquire()
+        assert any("did not end cleanly" in message for message in messages), messages
+        lock.release()
+    finally:
+        os.kill(worker, signal.SIGKILL)

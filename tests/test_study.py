@@ -1,6 +1,7 @@
-"""The pose-augmentation study: the verdict rule on made-up numbers, pose faithfulness on toy
-generators, and the gpu preset's whole pipeline at 64 px with every training cut to two
-iterations, killed halfway and continued with the same command."""
+"""The pose-augmentation study: train_gan.py's pose faithfulness on toy generators, and the
+whole pipeline (judge, guidance, GAN, pools, oracle, every condition, evaluation, report) at
+64 px with every training cut short, killed halfway and continued with the same command; the
+paired rule on made-up numbers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -22,36 +24,10 @@ from common.maps import nadsnet_targets
 from common.models.nadsnet import NADSNetOutput
 from conftest import SINGLE_THREAD_ENV
 from gan.faithfulness import Faithfulness
-from study.verdict import compare, summary, verdicts
+from study.verdict import oracle_share, paired, paired_table, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-# --------------------------------------------------------------------------- the verdict rule
-
-
-@pytest.mark.parametrize("condition, baseline, verdict", [
-    ([0.70, 0.72], [0.60, 0.61], "helps"),  # +0.105 > 2 x 0.02
-    ([0.60, 0.62], [0.70, 0.71], "hurts"),  # -0.095 < -2 x 0.02
-    ([0.63, 0.68], [0.60, 0.62], "no measurable difference"),  # +0.045 <= 2 x 0.05
-    ([0.65, 0.65], [0.65, 0.65], "no measurable difference"),  # 0 is not > 0
-])
-def test_verdict_rule_on_made_up_numbers(condition, baseline, verdict):
-    assert compare(condition, baseline)["verdict"] == verdict
-
-
-def test_verdicts_cover_every_generated_condition_and_both_metrics():
-    def held(pckt, arms):
-        return {"wide": {"pckt": pckt, "pckt_arms": arms}, "narrow": {"pckt": pckt, "pckt_arms": arms}}
-
-    conditions = {"real-only": held([0.6, 0.6], [0.5, 0.5]), "generated-highly": held([0.7, 0.7], [0.4, 0.4]),
-                  "generated-none": held([0.6, 0.61], [0.5, 0.5])}
-    result = verdicts(conditions)
-    assert set(result) == {"generated-highly", "generated-none"}
-    assert result["generated-highly"]["pckt"]["verdict"] == "helps"
-    assert result["generated-highly"]["pckt_arms"]["verdict"] == "hurts"
-    assert summary(result).startswith("mixed")
 
 
 # --------------------------------------------------------------------------- faithfulness
@@ -122,12 +98,14 @@ def test_faithfulness_of_an_identity_like_and_a_broken_generator(tiny_dataset_di
 # --------------------------------------------------------------------------- the whole pipeline
 
 
-def test_gpu_preset_pipeline_killed_and_continued(tmp_path):
-    """The gpu preset's whole pipeline (judge, guidance, GAN with faithfulness, 4 conditions x 3
-    seeds, evaluation, report) at 64 px with every training cut to two iterations: started in a
-    subprocess, killed once its first trainings are done, then continued with the same command."""
+def test_pipeline_killed_and_continued(tmp_path):
+    """The cpu preset's whole pipeline at 64 px, every training cut short: started in a
+    subprocess, killed once its first trainings are done, then continued with the same command
+    (its conditions two at a time, each in a process of its own);
+    study.json holds every field the machines read, and another preset is refused on its folder
+    before anything is built."""
     out = tmp_path / "study"
-    command = [sys.executable, "-m", "study", "--preset", "gpu", "--smoke", "--out", str(out)]
+    command = [sys.executable, "-m", "study", "--preset", "cpu", "--smoke", "--out", str(out)]
     first = subprocess.Popen(command, cwd=ROOT, env=SINGLE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
     deadline = time.monotonic() + 240
@@ -141,17 +119,76 @@ def test_gpu_preset_pipeline_killed_and_continued(tmp_path):
 
     from study.__main__ import main
 
-    assert main(["--preset", "gpu", "--smoke", "--out", str(out)]) == 0
+    assert main(["--preset", "cpu", "--smoke", "--jobs", "2", "--out", str(out)]) == 0  # conditions 2 at a time
     assert (out / "runs" / "judge" / "done.json").stat().st_mtime_ns == judge_mark  # finished runs are kept
     report = json.loads((out / "study.json").read_text())
-    assert set(report["conditions"]) == {"real-only", "generated-none", "generated-slightly", "generated-highly"}
-    for held_out in report["conditions"].values():
-        assert len(held_out["wide"]["pckt"]) == 3 and len(held_out["narrow"]["pckt_arms"]) == 3
-    assert set(report["verdict"]["per_condition"]) == {"generated-none", "generated-slightly", "generated-highly"}
-    assert report["faithfulness"]["real_pckt"] is not None and "ratio" in report["faithfulness"]
-    assert {"config", "versions", "minutes"} <= set(report)
+    conditions = report["conditions"]
+    assert {"real-only", "oracle", "generated", "generated-unchanged", "generated-0.25", "generated-online", "seed-recipe",
+            "geometric"} == set(conditions)
+    assert conditions["real-only"]["seeds"] == [1, 2] and conditions["geometric"]["seeds"] == [1]
+    for held_out in ("wide", "narrow", "new_pose_arms"):
+        assert set(conditions["oracle"][held_out]) == {"pckt", "pckt_arms", "seatbelt_iou"}
+        assert len(conditions["oracle"][held_out]["pckt"]) == 2
+    paired = report["paired"]["generated"]["new_pose_arms.pckt_arms"]
+    assert {"difference", "ci95", "verdict"} <= set(paired) and len(paired["ci95"]) == 2
+    assert "real-only" not in report["paired"]
+    assert "oracle_share" in report and {"train_pckt", "wide_pckt"} <= set(report["overfitting"])
+    assert len(report["overfitting"]["train_pckt"]) == 1 and report["overfitting"]["train_pckt"][0] is not None
+    assert {"pckt", "pckt_arms", "seatbelt_iou", "changed_arms_found"} <= set(report["faithfulness"])
+    assert {"config", "versions", "minutes"} <= set(report) and report["config"]["amp"] == "off"
     page = (out / "study.html").read_text()
-    assert "verdict:" in page and "rule:" in page and "study_chart.png" in page and "images/pose0.png" in page
-    gan_metrics = (out / "runs" / "gan" / "gan_metrics.jsonl").read_text().splitlines()
-    assert {"epoch", "iteration", "faithfulness", "faithfulness_arms", "generated_pckt", "real_pckt",
-            "generated_seatbelt_iou"} <= set(json.loads(gan_metrics[-1]))
+    assert page.index("rule (fixed before any number)") < page.index("verdict:") < page.index("n=2")
+    assert "images/pose0.png" in page
+    # the oracle pool re-renders the GAN pool's poses: the same frames, the same poses
+    gan_pool = json.loads((out / "pools" / "gan" / "Train_keypoint_Annotation_sample.json").read_text())
+    oracle_pool = json.loads((out / "pools" / "oracle" / "Train_keypoint_Annotation_sample.json").read_text())
+    assert [a["image_id"] for a in gan_pool["annotations"] if a["label"] == "Person"] == \
+        [a["image_id"] for a in oracle_pool["annotations"] if a["label"] == "Person"]
+    # another preset or data seed on this folder: refused at once, nothing built
+    before = sorted(path.name for path in (out / "data").iterdir())
+    assert main(["--preset", "gpu", "--smoke", "--out", str(out)]) == 2
+    assert main(["--preset", "cpu", "--smoke", "--data-seed", "7", "--out", str(out)]) == 2
+    assert sorted(path.name for path in (out / "data").iterdir()) == before
+
+
+# --------------------------------------------------------------------------- the paired rule
+
+
+@pytest.mark.parametrize("condition, baseline, verdict", [
+    ([0.62, 0.65, 0.61, 0.66, 0.63], [0.60, 0.62, 0.60, 0.63, 0.61], "helps"),  # every seed gains
+    ([0.58, 0.60, 0.57, 0.61, 0.59], [0.60, 0.62, 0.60, 0.63, 0.61], "hurts"),
+    ([0.70, 0.55, 0.66, 0.58, 0.62], [0.60, 0.62, 0.60, 0.63, 0.61], "no measurable difference"),
+    ([0.61], [0.60], "no measurable difference"),  # one seed: no interval
+])
+def test_paired_rule_on_made_up_numbers(condition, baseline, verdict):
+    result = paired(condition, baseline)
+    assert result["verdict"] == verdict
+    if len(condition) > 1:
+        low, high = result["ci95"]
+        assert low < result["difference"] < high
+
+
+def test_pairing_follows_the_seeds_not_the_order_and_the_interval_is_students():
+    # The same seeds in another order pair the same way.
+    table = paired_table({
+        "real-only": {"seeds": [1, 2, 3], "wide": {"pckt": [0.5, 0.6, 0.7]}},
+        "generated": {"seeds": [3, 1, 2], "wide": {"pckt": [0.72, 0.52, 0.62]}},
+    })
+    result = table["generated"]["wide.pckt"]
+    assert result["difference"] == pytest.approx(0.02)
+    assert result["ci95"][0] == pytest.approx(0.02) and result["verdict"] == "helps"  # zero spread
+    differences = [0.01, 0.03, 0.02, 0.04]
+    half = paired([d + 0.5 for d in differences], [0.5] * 4)["ci95"]
+    expected = 3.182446 * np.std(differences, ddof=1) / 2  # t(0.975, 3)
+    assert half[1] - np.mean(differences) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_verdict_names_the_primary_comparison_and_the_ceiling():
+    table = {"generated": {"new_pose_arms.pckt_arms": paired([0.6, 0.62, 0.61], [0.5, 0.5, 0.52]),
+                           "narrow.pckt": paired([0.7, 0.7, 0.71], [0.7, 0.71, 0.7])},
+             "oracle": {"new_pose_arms.pckt_arms": paired([0.7, 0.72, 0.71], [0.5, 0.5, 0.52])}}
+    text = summary(table)
+    assert text.startswith("yes") and "oracle" in text
+    assert oracle_share(table) == pytest.approx(0.31 / 0.61)
+    table["generated"]["narrow.pckt"] = paired([0.6, 0.61, 0.6], [0.7, 0.71, 0.7])
+    assert summary(table).startswith("no:")

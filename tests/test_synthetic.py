@@ -46,6 +46,7 @@ from common.synthetic import (
 )
 from common.synthetic import cache as synthetic_cache
 from common.synthetic import files as synthetic_files
+from common.synthetic.files import SET_RECORD
 from common.synthetic.arms import check_arm_poses, choose_arm_poses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,12 @@ def _check_dataset(root: Path) -> None:
         assert isinstance(records, list) and records
         for index, a in enumerate(records):
             where = f"{split} annotation {index}"
-            assert set(a) == {"image_id", "label", "keypoints"}, where
+            person = a["label"] == "Person"
+            assert set(a) == ({"image_id", "label", "keypoints", "row", "arm_poses"} if person
+                              else {"image_id", "label", "keypoints"}), where
+            if person:
+                assert a["row"] in ("front", "back") and len(a["arm_poses"]) == 2, where
+                assert set(a["arm_poses"]) <= set(ARM_POSE_FAMILIES), where
             assert isinstance(a["image_id"], str) and "\\" not in a["image_id"], where
             assert a["label"] in ("Person", "Steering_Wheel"), where
             assert len(a["keypoints"]) == 3 * NUM_KEYPOINTS, where
@@ -118,7 +124,7 @@ def test_cli_writes_the_seed_layout(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [RAW_IMAGES_DIR, SEATBELT_MASK_DIR] + [name for _, name in SPLITS])
+        [RAW_IMAGES_DIR, SEATBELT_MASK_DIR, SET_RECORD] + [name for _, name in SPLITS])
     annotations = _load(out)
     for (split, _), count in zip(SPLITS, (3, 2)):
         ids = sorted({a["image_id"] for a in annotations[split]})
@@ -138,7 +144,7 @@ def test_same_seed_same_bytes_other_seed_other_frames(tmp_path):
     write_dataset(second, 2, 1, seed=11, **SMALL)
     write_dataset(other, 2, 1, seed=12, **SMALL)
     files = _files(first)
-    assert len(files) == 2 + 2 * 3
+    assert len(files) == 2 + 2 * 3 + 1  # annotation files, images and masks, the set's record
     assert files == _files(second)
     other_files = _files(other)
     assert files.keys() == other_files.keys()
@@ -336,14 +342,14 @@ def test_valid_seed_draws_new_validation_frames_and_keeps_training_frames(tmp_pa
 # --------------------------------------------------------------------------------------------
 
 CACHE_SET = {"train": 2, "valid": 1, "seed": 1, "valid_seed": 2, **TINY}
-CACHE_NAME = "train2-s1-all_valid1-s2-all_192x108_gen1"
+CACHE_NAME = "train2-s1-all_valid1-s2-all_192x108_gen2"
 
 
 def _layout(train: int, valid: int) -> list[str]:
     """Relative paths of every file write_dataset writes for these frame counts."""
     ids = [f"{split}/frame_{i:06d}" for (split, _), count in zip(SPLITS, (train, valid)) for i in range(count)]
     return sorted([f"{folder}/{image_id}.png" for folder in (RAW_IMAGES_DIR, SEATBELT_MASK_DIR) for image_id in ids]
-                  + [name for _, name in SPLITS])
+                  + [name for _, name in SPLITS] + [SET_RECORD])
 
 
 def _mtimes(root: Path) -> dict[str, int]:
@@ -353,7 +359,7 @@ def _mtimes(root: Path) -> dict[str, int]:
 def test_cache_builds_once_then_reuses_the_folder(tmp_path):
     root, lines = tmp_path / "cache", []
     path = ensure_synthetic_dataset(root, **CACHE_SET, arm_poses=["lap", "wheel"], announce=lines.append)
-    assert path == root / "train2-s1-wheel+lap_valid1-s2-wheel+lap_192x108_gen1"
+    assert path == root / "train2-s1-wheel+lap_valid1-s2-wheel+lap_192x108_gen2"
     assert len(lines) == 1 and str(path) in lines[0] and "about" in lines[0], lines
     direct = tmp_path / "direct"
     write_dataset(direct, 2, 1, 1, 192, 108, arm_poses=["wheel", "lap"], valid_seed=2)

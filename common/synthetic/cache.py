@@ -1,7 +1,7 @@
 """A cache of built synthetic data sets: build once, reuse, never leave a half-built set.
 
 ensure_synthetic_dataset(root, train=..., valid=..., seed=..., ...) returns
-root/<name made from the parameters>, e.g. train800-s1-all_valid120-s2-all_320x180_gen1, a
+root/<name made from the parameters>, e.g. train800-s1-all_valid120-s2-all_320x180_gen2, a
 folder in the seed's layout as write_dataset writes it. When it is missing the set is built:
 
   * into a hidden sibling, root/.<name>.building-<host>-<pid>-<token>, renamed to its final
@@ -31,9 +31,9 @@ from common.synthetic.layout import DEFAULT_HEIGHT, DEFAULT_WIDTH
 
 # Git-ignored (/.cache/ in .gitignore), at the repository root.
 DEFAULT_CACHE_ROOT = Path(__file__).resolve().parents[2] / ".cache" / "synthetic"
-# Bump when a change to the package alters any frame drawn from the same arguments (the
+# Bump when a change to the package alters any frame or annotation drawn from the same arguments (the
 # data_sample test fails then): sets built by older code then have other names and are never reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Seconds per frame ~ a + b * pixels on the development machine, measured (320 x 180: 0.022 s, 640 x 360: 0.062 s).
 _SECONDS_PER_FRAME = 0.008
 _SECONDS_PER_PIXEL = 0.23e-6
@@ -53,7 +53,7 @@ def _arm_pose_tag(allowed: frozenset[str]) -> str:
 
 def cache_name(*, train: int, valid: int, seed: int, valid_seed: int, width: int, height: int,
                arm_poses: frozenset[str], valid_arm_poses: frozenset[str]) -> str:
-    """Folder name of a set, e.g. 'train800-s1-wheel+lap_valid120-s2-all_320x180_gen1'."""
+    """Folder name of a set, e.g. 'train800-s1-wheel+lap_valid120-s2-all_320x180_gen2'."""
     return (f"train{train}-s{seed}-{_arm_pose_tag(arm_poses)}_valid{valid}-s{valid_seed}-"
             f"{_arm_pose_tag(valid_arm_poses)}_{width}x{height}_gen{GENERATOR_VERSION}")
 

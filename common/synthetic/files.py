@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -9,9 +10,13 @@ import cv2
 import numpy as np
 
 from common.dataset import annotation_file_text
-from common.synthetic.arms import ARM_POSE_FAMILIES, check_arm_poses
+from common.synthetic.arms import ARM_POSE_FAMILIES, check_arm_poses, format_arm_poses
 from common.synthetic.frame import Frame, render_frame
 from common.synthetic.layout import DEFAULT_HEIGHT, DEFAULT_WIDTH, RAW_IMAGES_DIR, SEATBELT_MASK_DIR, SPLITS
+
+# Beside the annotation files: how the set was drawn, so its frames can be drawn again
+# (common.synthetic.oracle re-renders them in changed poses).
+SET_RECORD = "synthetic_set.json"
 
 # Run-length matching: within ~5% of level 9 in size at 1/50 of its encoding time.
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 9, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
@@ -19,16 +24,18 @@ PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 9, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWR
 
 def frame_annotations(frame: Frame) -> list[dict]:
     """The frame's annotations in the seed format: one "Person" per occupant with 27 numbers
-    (x, y rounded to 0.1 px, v), plus a "Steering_Wheel" one on some frames."""
+    (x, y rounded to 0.1 px, v), its seat row ("front" / "back") and its arms' families
+    ("arm_poses": [right arm, left arm]), plus a "Steering_Wheel" one on some frames."""
     result = []
-    for person in frame.keypoints:
+    for person, row, arm_poses in zip(frame.keypoints, frame.rows, frame.arm_poses):
         flat: list[float | int] = []
         for x, y, v in person:
             if v == 0:
                 flat += [0, 0, 0]
             else:
                 flat += [round(float(x), 1), round(float(y), 1), int(v)]
-        result.append({"image_id": frame.image_id, "label": "Person", "keypoints": flat})
+        result.append({"image_id": frame.image_id, "label": "Person", "keypoints": flat, "row": row,
+                       "arm_poses": list(arm_poses)})
     if frame.wheel_annotation:  # a non-Person label that loaders must skip
         result.append({"image_id": frame.image_id, "label": "Steering_Wheel", "keypoints": [0] * 27})
     return result
@@ -39,7 +46,7 @@ def write_annotation_file(path: Path, annotations: Sequence[dict]) -> None:
     path.write_text(annotation_file_text(annotations, sort_keys=True), encoding="utf-8")
 
 
-def _write_frame_images(out: Path, frame: Frame) -> None:
+def write_frame_images(out: Path, frame: Frame) -> None:
     """Raw_Images/<id>.png as rendered; Seatbelt_Mask/<id>.png as 3 equal channels."""
     for folder, pixels in ((RAW_IMAGES_DIR, frame.image),
                            (SEATBELT_MASK_DIR, np.repeat(frame.seatbelt_mask[..., None], 3, axis=2))):
@@ -72,7 +79,8 @@ def write_dataset(out: Path, train: int, valid: int, seed: int, width: int = DEF
     train, valid: frame counts (>= 0); width, height: pixels. The training split draws from
     `seed` and `arm_poses` (None: every family; see common.synthetic.arms for the rules), the
     validation split from `valid_seed` and `valid_arm_poses`, each None meaning the same as
-    the training split's. Frame i of a split is render_frame(split seed, split index, i, ...).
+    the training split's. Frame i of a split is render_frame(split seed, split index, i, ...);
+    SET_RECORD says which (per split: seed, arm-pose families, frames; frame size).
     Both pose sets are checked before anything is written (ValueError). `on_frame` is called
     after every frame written (a progress bar; it may raise to stop the build).
 
@@ -89,11 +97,15 @@ def write_dataset(out: Path, train: int, valid: int, seed: int, width: int = DEF
         annotations: list[dict] = []
         for frame_index in range(count):
             frame = render_frame(split_seed, split_index, frame_index, width, height, allowed)
-            _write_frame_images(out, frame)
+            write_frame_images(out, frame)
             annotations += frame_annotations(frame)
             _count(stats, frame)
             if on_frame is not None:
                 on_frame()
         out.mkdir(parents=True, exist_ok=True)  # an empty split still gets its (empty) annotation file
         write_annotation_file(out / json_name, annotations)
+    record = {"width": width, "height": height,
+              "splits": {split: {"seed": split_seed, "arm_poses": format_arm_poses(allowed).split(","), "frames": count}
+                         for (split, _), (split_seed, allowed, count) in zip(SPLITS, plan)}}
+    (out / SET_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return stats

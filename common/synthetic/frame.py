@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from common.pose import FRONT_ROW_TORSO_HEIGHT
+from common.pose import ARMS, FRONT_ROW_TORSO_HEIGHT
 from common.synthetic.arms import check_arm_poses
 from common.synthetic.cabin import (
     draw_cabin,
@@ -28,6 +28,11 @@ from common.synthetic.colours import clothing_colour, vary
 from common.synthetic.layout import DEFAULT_HEIGHT, DEFAULT_WIDTH, SPLITS
 from common.synthetic.painter import Painter
 from common.synthetic.people import Person, draw_arm, draw_belt, draw_body, draw_fingers, make_person, torso_height_384
+
+# The family an arm is recorded under when render_frame moved its elbow or wrist.
+CHANGED_ARM_POSE = "changed"
+# An arm override's rows, per person: right elbow, right wrist, left elbow, left wrist.
+ARM_OVERRIDE_JOINTS = tuple(joint for _, elbow, wrist in ARMS for joint in (elbow, wrist))
 
 # Back-row torsos stay this far below the front-row threshold at the 384 px input.
 BACK_ROW_MAX_TORSO_384 = 0.92 * FRONT_ROW_TORSO_HEIGHT
@@ -113,6 +118,26 @@ def _seat_people(p: Painter, seats: _FrontRow, allowed_arm_poses: frozenset[str]
     return people
 
 
+def _override_arms(p: Painter, people: list[Person], overrides: dict[int, np.ndarray]) -> None:
+    """Move elbows and wrists to the given image pixels, after every draw that placed them.
+
+    overrides: person index -> (4, 2) image pixels in ARM_OVERRIDE_JOINTS order, NaN = keep.
+    An arm with a moved joint is recorded as CHANGED_ARM_POSE (so a hand moved off the wheel
+    gets no fingers on the rim)."""
+    to_scene = np.linalg.inv(p.camera[:, :2])
+    for index, pixels in overrides.items():
+        if not 0 <= index < len(people):
+            raise ValueError(f"arm override for person {index}, the frame has {len(people)}")
+        pixels = np.asarray(pixels, np.float64).reshape(len(ARM_OVERRIDE_JOINTS), 2)
+        person = people[index]
+        poses = list(person.arm_poses)
+        for row, joint in enumerate(ARM_OVERRIDE_JOINTS):
+            if np.isfinite(pixels[row]).all():
+                person.keypoints[joint] = to_scene @ (pixels[row] - p.camera[:, 2])
+                poses[row // 2] = CHANGED_ARM_POSE
+        person.arm_poses = (poses[0], poses[1])
+
+
 def _paint_scene(p: Painter, people: list[Person], seats: _FrontRow, palette: dict, exterior: np.ndarray,
                  rng: np.random.Generator) -> tuple[list[int], bool]:
     """Paint back to front; returns the belts' part ids and whether the wheel is shown."""
@@ -150,7 +175,8 @@ def _paint_scene(p: Painter, people: list[Person], seats: _FrontRow, palette: di
 
 
 def render_frame(seed: int, split_index: int, frame_index: int, width: int = DEFAULT_WIDTH,
-                 height: int = DEFAULT_HEIGHT, arm_poses: Iterable[str] | None = None) -> Frame:
+                 height: int = DEFAULT_HEIGHT, arm_poses: Iterable[str] | None = None,
+                 arm_overrides: dict[int, np.ndarray] | None = None) -> Frame:
     """Draw frame `frame_index` of split `split_index` (0 train, 1 valid); the same arguments
     always give the same frame.
 
@@ -159,6 +185,10 @@ def render_frame(seed: int, split_index: int, frame_index: int, width: int = DEF
     arm_poses: the arm-pose families people may draw (common.synthetic.arms: ARM_POSE_FAMILIES
     and the rules for a restriction); None = all, which gives the frames drawn before the
     restriction existed. ValueError for unknown names or a set that leaves an arm without a pose.
+    arm_overrides: {person index: (4, 2) image pixels of the right elbow, right wrist, left
+    elbow and left wrist, NaN = keep}: the same frame (every draw is made as without it) with
+    those joints moved, and the arms, visibility and seatbelt mask drawn for them; a changed
+    arm's family is CHANGED_ARM_POSE.
     """
     allowed_arm_poses = check_arm_poses(arm_poses)
     rng = np.random.default_rng([seed, split_index, frame_index])
@@ -170,6 +200,8 @@ def render_frame(seed: int, split_index: int, frame_index: int, width: int = DEF
     seats = _front_row(width, height, rng)
     exterior = outdoor_scene(width, height, rng, night)
     people = _seat_people(p, seats, allowed_arm_poses, rng)
+    if arm_overrides:
+        _override_arms(p, people, arm_overrides)
     belt_ids, show_wheel = _paint_scene(p, people, seats, palette, exterior, rng)
 
     keypoints = keypoint_visibility(p, people)
