@@ -192,3 +192,60 @@ def test_the_verdict_names_the_primary_comparison_and_the_ceiling():
     assert oracle_share(table) == pytest.approx(0.31 / 0.61)
     table["generated"]["narrow.pckt"] = paired([0.6, 0.61, 0.6], [0.7, 0.71, 0.7])
     assert summary(table).startswith("no:")
+
+
+# --------------------------------------------------------------------------- trainings run side by side
+
+_SLEEPER = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGINT, lambda *_: sys.exit(130))\n"
+            "time.sleep(float(sys.argv[1]))\n"
+            "sys.exit(int(sys.argv[2]))\n")
+
+
+def _side_by_side(tmp_path, monkeypatch, behaviour):
+    """Three trainings, two at a time; each 'training' a process that sleeps then exits as
+    `behaviour[name]` = (seconds, exit code) says, or exits 130 on SIGINT."""
+    from study import runner
+    from study.plan import Training
+
+    started = []
+
+    def start(training, threads):
+        seconds, code = behaviour[training.name]
+        started.append((training.name, threads))
+        log = open(training.directory / "output.log", "a")
+        return subprocess.Popen([sys.executable, "-c", _SLEEPER, str(seconds), str(code)], stdout=log, stderr=log)
+
+    monkeypatch.setattr(runner, "_start", start)
+    trainings = [Training(name, "nadsnet", tmp_path / name, ("--x",), 1, condition="c") for name in behaviour]
+    for training in trainings:
+        training.directory.mkdir()
+    return runner, trainings, started
+
+
+def test_side_by_side_trainings_pass_a_stop_on_and_none_starts_after_it(tmp_path, monkeypatch):
+    from common.stopping import STOP, TrainingInterrupted
+
+    runner, trainings, started = _side_by_side(tmp_path, monkeypatch, {"a": (30, 0), "b": (30, 0), "c": (0, 0)})
+    progress = runner.Progress(trainings, stream=open(os.devnull, "w"))
+    timer = __import__("threading").Timer(1.0, lambda: setattr(STOP, "requested", signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(TrainingInterrupted):
+            runner.run_in_parallel(trainings, progress, jobs=2)
+    finally:
+        timer.cancel()
+        STOP.requested = None
+    assert [name for name, _ in started] == ["a", "b"], "nothing starts after a stop request"
+    assert all(threads == max(1, len(os.sched_getaffinity(0)) // 2) for _, threads in started)
+    assert not any(runner.is_done(training) for training in trainings)
+
+
+def test_a_failed_side_by_side_training_stops_the_others_and_is_named(tmp_path, monkeypatch):
+    runner, trainings, started = _side_by_side(tmp_path, monkeypatch, {"a": (30, 0), "b": (0.2, 3), "c": (0, 0)})
+    progress = runner.Progress(trainings, stream=open(os.devnull, "w"))
+    began = time.monotonic()
+    with pytest.raises(runner.StudyError, match="training b failed \\(exit code 3\\)"):
+        runner.run_in_parallel(trainings, progress, jobs=2)
+    assert time.monotonic() - began < 20, "the running training was told to stop, not waited for"
+    assert [name for name, _ in started] == ["a", "b"] and not runner.is_done(trainings[0])

@@ -13,9 +13,12 @@ writes (SPEC 1):
     DIR/Seatbelt_Mask/<image_id>.png     3 equal channels, 255 on visible belt pixels, 0 elsewhere
     DIR/Train_keypoint_Annotation_sample.json
     DIR/Valid_keypoint_Annotation_sample.json
+    DIR/synthetic_set.json               how each split was drawn (seed, arm-pose families, frames; size)
 with image ids "train/frame_000012" and "valid/frame_000003". Each JSON holds
 {"annotations": [{"image_id": ..., "label": "Person", "keypoints": [x, y, v] * 9}, ...]},
-one annotation per person, x and y in source pixels; v = 2 visible, 1 occluded (by the other
+one annotation per person (with two fields the seed's format does not have and loaders ignore:
+"row", "front" or "back", and "arm_poses", the [right arm, left arm] families), x and y in
+source pixels; v = 2 visible, 1 occluded (by the other
 person, the wheel, the dashboard, a seat or the person's own arm), 0 outside the frame with
 x = y = 0. Some frames also carry a "Steering_Wheel" annotation (27 zeros) that loaders must
 skip.
@@ -38,6 +41,7 @@ Modules, by concern:
     files     write_dataset: both splits as PNG files and annotation JSON
     cli       the command line (python -m common.synthetic)
     cache     ensure_synthetic_dataset: build a set once under .cache/synthetic/ and reuse it
+    oracle    write_oracle_pool: a set's own frames re-rendered in changed arm poses (the perfect generator)
 """
 
 from common.synthetic.arms import ARM_POSE_FAMILIES, check_arm_poses, parse_arm_poses
