@@ -68,7 +68,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     Accepts a dict of tensors, also one nested under 'state_dict' or 'model', and strips the
     'module.' prefix that DataParallel/DDP add.
     """
-    data = load_file(path, "weights file")
+    return state_dict_of(load_file(path, "weights file"), path)
+
+
+def state_dict_of(data: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """load_state_dict_file's checks and unwrapping, for `data` already loaded from `path`."""
     if isinstance(data, dict):
         for nested in ("state_dict", "model"):
             if nested in data and isinstance(data[nested], dict):

@@ -263,3 +263,26 @@ def test_a_restart_right_after_kill_9_is_not_refused_by_orphaned_workers(tmp_pat
         lock.release()
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+def test_a_run_stopped_inside_its_first_epoch_leaves_weights_evaluate_accepts(tiny_dataset_dir, tmp_path, capsys):
+    """No epoch ended, so no nadsnet_best.pth: the training state is what evaluate, predict and
+    export read the weights from."""
+    from common.models.factory import load_nadsnet
+    from nadsnet_pvt.evaluate import main as evaluate_main
+    from nadsnet_pvt.train import main as train_main
+
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)
+    folder = tmp_path / "short"
+    assert train_main(nadsnet_argv(data, folder, "--max-iterations", "1", "--num-workers", "0")) == 0
+    assert not (folder / "nadsnet_best.pth").exists()
+    state = folder / "nadsnet_train_state.pth"
+    net, config = load_nadsnet(state)
+    saved = load_file(state, "training state")["parts"]["nadsnet"]
+    assert all(torch.equal(value, saved[name]) for name, value in net.state_dict().items())
+    assert config["image_size"] == 32
+    capsys.readouterr()
+    assert evaluate_main(["--weights", str(state), "--annotations", str(data.annotation_file), "--images-dir",
+                          str(data.images_dir), "--masks-dir", str(data.masks_dir), "--image-size", "32",
+                          "--num-workers", "0"]) == 0
+    assert "PCKt@0.2" in capsys.readouterr().out

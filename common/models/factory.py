@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from common.checkpoints import load_network_config, load_state_dict_file, load_weights_strict
+from common.checkpoints import load_file, load_network_config, load_state_dict_file, load_weights_strict, state_dict_of
 from common.errors import CheckpointError
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, REFERENCE_IMAGE_SIZE, SEMANTIC_CHANNELS
 
@@ -196,12 +196,17 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
 def load_nadsnet(
     path: str | Path, device: torch.device | str = "cpu", image_size: int | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A NADS-Net from a weights file (this project's, or the seed's), with its configuration.
+    """A NADS-Net from a weights file (this project's, or the seed's) or from a training state
+    (nadsnet_train_state.pth: the weights it was saved with), with its configuration.
 
     `image_size`, when given, must equal the file's (position embeddings are sized for it).
     """
-    state_dict = load_state_dict_file(path)
-    config = load_network_config(path)
+    data = load_file(path, "weights file")
+    parts = data.get("parts") if isinstance(data, dict) else None
+    if isinstance(parts, dict) and "nadsnet" in parts and "nadsnet_config" in parts:
+        state_dict, config = state_dict_of(parts["nadsnet"], path), dict(parts["nadsnet_config"])
+    else:
+        state_dict, config = state_dict_of(data, path), load_network_config(path)
     if config is None:
         if describe_state_dict(state_dict) != "a NADS-Net":
             raise CheckpointError(f"{path} is not a NADS-Net: it holds {describe_state_dict(state_dict)}")
