@@ -176,7 +176,8 @@ def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int) ->
     """Run the trainings not yet done `jobs` at a time, in plan order, each in its own process
     with cores // jobs threads. A stop request is passed on to every running training (each
     saves and ends); a failed training stops the others the same way, then the study says which."""
-    threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // jobs
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // jobs)
     pending = [training for training in trainings if not is_done(training)]
     running: list[tuple[Training, subprocess.Popen]] = []
     passed_on = False
@@ -185,7 +186,7 @@ def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int) ->
             while pending and len(running) < jobs and STOP.requested is None:
                 training = pending.pop(0)
                 progress.start(training)
-                running.append((training, _start(training, max(1, threads))))
+                running.append((training, _start(training, threads)))
             if STOP.requested is not None and not passed_on:
                 passed_on = True
                 for _, process in running:
@@ -214,7 +215,5 @@ def check_resumable(trainings: list[Training]) -> None:
 
 
 if __name__ == "__main__":  # one training in a process of its own: python -m study.runner SCRIPT ARGS...
-    from common.stopping import STOP as _STOP
-
-    _STOP.install()
+    STOP.install()
     sys.exit(_script_main(sys.argv[1])(sys.argv[2:]))
