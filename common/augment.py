@@ -28,7 +28,7 @@ from common.pose import (
     scale_for,
 )
 
-ARM_AUGMENT_MODES = ("none", "slightly", "highly", "plausible")
+ARM_AUGMENT_MODES = ("none", "slightly", "highly", "plausible", "library")
 
 UPPER_ARM_PER_TORSO = 0.77  # upper arm length L = 0.77 * torso height
 FOREARM_PER_UPPER_ARM = 0.9  # forearm length F = 0.9 * L
@@ -48,6 +48,8 @@ PLAUSIBLE_ELBOW_FLEXION_DEGREES = (0.0, 145.0)  # the forearm's turn from the up
 # The head: a disk of this radius (per torso height) centred this far above the neck.
 PLAUSIBLE_HEAD_ABOVE_NECK, PLAUSIBLE_HEAD_RADIUS = 0.33, 0.25
 PLAUSIBLE_TRIES = 50  # draws per arm before the arm is left as it was
+LIBRARY_TRIES = 50  # 'library': the same
+ARM_AWAY = (-1.0, 1.0)  # per arm of ARMS: the x direction away from the body (the right arm is on the image's left)
 
 SCALE_TENTHS = tuple(range(3, 11))  # scales 0.3, 0.4, ..., 1.0, in tenths for exact arithmetic
 # The canvas around a shrunk image is this grey pixel value (SPEC 6); callers normalise it
@@ -82,7 +84,7 @@ def _random_direction(rng: np.random.Generator) -> np.ndarray:
 
 
 def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, image_size: int = 384,
-                pixel_aspect: float = 1.0) -> np.ndarray:
+                pixel_aspect: float = 1.0, library: np.ndarray | None = None) -> np.ndarray:
     """Move the arms of the front-row people; returns a new array, the input is untouched.
 
     keypoints: (P, 9, 2) (x, y) input pixels of an `image_size` square input, NaN = missing.
@@ -94,11 +96,16 @@ def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, imag
     to 170 degrees out and up from hanging down, the elbow bent 0-145 degrees either way,
     segments 0.55-1 x the renderer's longest (0.62 and 0.58 torso heights), measured with square
     pixels (`pixel_aspect`); the elbow and hand inside the frame and out of the head, the hand
-    out of the torso; after 50 draws without such an arm, the arm stays as it was).
+    out of the torso; after 50 draws without such an arm, the arm stays as it was) or 'library'
+    (for each present shoulder, the elbow and wrist of an arm drawn at random from `library`,
+    scaled to this person's torso height in square pixels; the elbow and hand inside the frame,
+    else another draw, after 50 the arm stays as it was).
     The seed's 'slightly' and 'highly' are kept exactly as it computed them.
     Only people whose torso height exceeds 70 px (at 384 input, scaled) are changed; people
     without a neck or without both hips are left alone.
     rng: the source of every random draw (seed it per sample for reproducible epochs).
+    library: for 'library': (N, 2, 2) arms as `arm_offsets` gives them (common.pose_library
+        reads them from an annotation file).
     pixel_aspect: the source frame's width / height (the input stretches it to a square), so
         that 'plausible' angles and lengths are those of the frame; the other modes ignore it.
     """
@@ -111,12 +118,16 @@ def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, imag
     augmented = keypoints.astype(dtype, copy=True)
     if mode == "none":
         return augmented
+    if mode == "library" and (library is None or not len(library)):
+        raise ValueError("arm augment mode 'library' needs a non-empty library of arm poses")
     front_row_height = FRONT_ROW_TORSO_HEIGHT * scale_for(image_size)
     for person in augmented:  # rows are views: changes land in `augmented`
         torso = torso_height(person)
         if torso is not None and torso > front_row_height:
             if mode == "plausible":
                 _plausible_arms(person, rng, image_size, pixel_aspect)
+            elif mode == "library":
+                _library_arms(person, rng, image_size, pixel_aspect, library)
             else:
                 _move_arms(person, mode, torso, rng, image_size)
     return augmented
@@ -156,7 +167,7 @@ def _plausible_arms(person: np.ndarray, rng: np.random.Generator, image_size: in
     head = points[NECK] + np.array([0.0, -PLAUSIBLE_HEAD_ABOVE_NECK * torso])
     low, high = np.zeros(2), np.array([image_size * pixel_aspect, image_size])
     has_body = bool(np.isfinite(body).all())
-    for (shoulder, elbow, wrist), away in zip(ARMS, (-1.0, 1.0)):  # the right arm is on the image's left
+    for (shoulder, elbow, wrist), away in zip(ARMS, ARM_AWAY):
         if not _present(points[shoulder]):
             continue
         for _ in range(PLAUSIBLE_TRIES):
@@ -172,6 +183,35 @@ def _plausible_arms(person: np.ndarray, rng: np.random.Generator, image_size: in
             off_torso = not (has_body and _inside_polygon(new_wrist, body))
             if in_frame and off_head and off_torso:
                 person[elbow], person[wrist] = new_elbow / square, new_wrist / square
+                break
+
+
+def arm_offsets(points: np.ndarray) -> list[np.ndarray]:
+    """A person's (9, 2) keypoints in square pixels -> per arm with shoulder, elbow and wrist
+    present, (2, 2) [elbow, wrist] offsets from the shoulder in torso heights, x mirrored so
+    that + points away from the body; [] without a torso height."""
+    torso = torso_height(points)
+    if not torso:
+        return []
+    return [(points[[elbow, wrist]] - points[shoulder]) / torso * [away, 1.0]
+            for (shoulder, elbow, wrist), away in zip(ARMS, ARM_AWAY)
+            if np.isfinite(points[[shoulder, elbow, wrist]]).all()]
+
+
+def _library_arms(person: np.ndarray, rng: np.random.Generator, image_size: int, pixel_aspect: float,
+                  library: np.ndarray) -> None:
+    """Give one front-row person's (9, 2) arms elbows and wrists drawn from `library`, in place."""
+    square = np.array([pixel_aspect, 1.0])
+    points = person * square
+    torso = torso_height(points)
+    high = np.array([image_size * pixel_aspect, image_size])
+    for (shoulder, elbow, wrist), away in zip(ARMS, ARM_AWAY):
+        if not _present(points[shoulder]):
+            continue
+        for _ in range(LIBRARY_TRIES):
+            joints = points[shoulder] + library[rng.integers(len(library))] * torso * [away, 1.0]
+            if ((joints >= 0) & (joints < high)).all():
+                person[elbow], person[wrist] = joints / square
                 break
 
 

@@ -255,6 +255,7 @@ class PoseDataset(torch.utils.data.Dataset):
         image_size: network input size S (a positive multiple of 32).
         arm_augment: one of common.augment.ARM_AUGMENT_MODES, applied to a copy of the
             keypoints to give `augmented_keypoints`.
+        arm_pose_library: for 'library': the (N, 2, 2) arms it draws (common.pose_library).
         seed: seed of the augmentation; sample i of epoch e draws from
             np.random.default_rng([seed, e, i]), so results do not depend on the worker count.
 
@@ -282,11 +283,15 @@ class PoseDataset(torch.utils.data.Dataset):
         image_size: int = 384,
         arm_augment: str = "none",
         seed: int = 0,
+        arm_pose_library: np.ndarray | None = None,
     ) -> None:
         self.image_size = check_image_size(image_size)
         if arm_augment not in ARM_AUGMENT_MODES:
             raise ValueError(f"arm_augment must be one of {ARM_AUGMENT_MODES}, got {arm_augment!r}")
+        if (arm_augment == "library") != (arm_pose_library is not None):
+            raise ValueError("arm_pose_library goes with arm_augment 'library', and only with it")
         self.arm_augment = arm_augment
+        self.arm_pose_library = arm_pose_library
         self.seed = int(seed)
         self.epoch = 0
         self.annotation_file = Path(annotation_file)
@@ -417,7 +422,8 @@ class PoseDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         width, height = self.source_sizes[index]
         augmented = arm_augment(keypoints, self.arm_augment, rng, image_size=self.image_size,
-                                pixel_aspect=float(width) / float(height)).astype(np.float32, copy=False)
+                                pixel_aspect=float(width) / float(height),
+                                library=self.arm_pose_library).astype(np.float32, copy=False)
         try:
             image = load_image(self.image_paths[index], self.image_size)
             seatbelt = load_seatbelt_mask(self.mask_paths[index], self.image_size)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -74,6 +74,12 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
     run.add_argument("--max-iterations", type=positive_int, default=None,
                      help="stop after this many iterations in all, saving the state (continue with --continue-train); "
                      "counted from the run's start, not from a resume: with --continue-train give the new total")
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="options from a file: a run's options file (opt.txt, nadsnet_opt.txt) or --print-config's "
+                     "output, one 'name: value' per line (README \"Options files\"); the preset < the file < the "
+                     "flags; never the folder, --continue-train or --max-iterations")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved options in the --config format and exit")
     run.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
                      help="a NaN/inf loss term: stop naming the term and the iteration (nothing is saved after it), "
                      f"or skip that batch's update with a warning (stops after {NONFINITE_STREAK_LIMIT} in a row)")
@@ -89,11 +95,12 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
         data.add_argument("--valid-images-dir", type=Path, default=None, help="validation frames (default: --images-dir)")
         data.add_argument("--valid-masks-dir", type=Path, default=None, help="validation masks (default: --masks-dir)")
     data.add_argument("--image-size", type=image_size_value, default=None, help="input size S (a multiple of 32)")
-    data.add_argument("--batch-size", type=positive_int, default=None)
+    data.add_argument("--batch-size", type=positive_int, default=None,
+                      help="samples per iteration (under torchrun: the whole job's, split over its processes)")
     data.add_argument("--num-workers", type=non_negative_int, default=2, help="data loader processes")
     data.add_argument("--image-range", choices=("converted", "seed"), default="converted",
                       help="converted: [-1, 1] frames are converted to ImageNet normalisation before NADS-Net or VGG "
-                      "see them; seed: fed unconverted, as the seed did (to match its numbers)")
+                      "see them")
 
     devices = groups["devices and speed"]
     devices.add_argument("--gan-device", default=None, help="default: cuda:0 with a GPU, else cpu")
@@ -102,7 +109,7 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
                          help="autocast precision: off = float32; bf16 on a GPU or a CPU (faster where the CPU "
                          "computes bfloat16 natively: avx512_bf16 or AMX); fp16 on CUDA only (loss scaling); auto = "
                          "bf16 on such a CPU, off elsewhere. Losses, normalisation statistics, attention, weights and "
-                         "optimiser stay float32; both presets: off")
+                         "optimiser stay float32")
     devices.add_argument("--lean-memory", action="store_true",
                          help="CPU: hand freed activation memory back to the OS at once (glibc): at 384 px 3%% lower "
                          "peak memory than the default, 11%% slower")
@@ -113,6 +120,16 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
                         help="save the training state every N iterations, mid-epoch included (0 = off)")
     output.add_argument("--no-html", action="store_true", help="write no web page")
     return groups
+
+
+def training_parser(prog: str, description: str, presets: Mapping[str, Mapping[str, Any]]
+                    ) -> tuple[argparse.ArgumentParser, dict]:
+    """A training script's parser with the shared option groups (add_shared_options' return);
+    call describe_presets once the script's own options are added."""
+    from common.cli import OneLineParser
+
+    parser = OneLineParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return parser, add_shared_options(parser, presets, validation=True)
 
 
 def apply_preset(
@@ -215,3 +232,94 @@ def format_options(options: argparse.Namespace, provenance: Mapping[str, str] | 
     for key, value in (provenance or {}).items():
         lines.append(f"{key:>24}: {value}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- options files
+
+CONFIG_NOT_READ = ("checkpoints_dir", "continue_train", "max_iterations", "config", "print_config")
+_MARKER = "-----------------"  # format_options' first and last lines; what follows the last is provenance
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with defaults, except for options whose default None means "the preset's"
+    (describe_presets names those values)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def describe_presets(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]]) -> None:
+    """Append to each option's help what every preset sets it to (call once all options exist)."""
+    for action in parser._actions:  # argparse has no public list of a parser's options
+        values = [(name, preset[action.dest]) for name, preset in sorted(presets.items()) if action.dest in preset]
+        if values:
+            shown = "; ".join(f"{name}: {value}" for name, value in values)
+            action.help = f"{action.help + ' ' if action.help else ''}[{shown}]".replace("%", "%%")
+
+
+def _config_value(action: argparse.Action, text: str, where: str) -> Any:
+    """`text` of a options file line converted as the flag's own value would be."""
+    if text == "None":
+        return None
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if text not in ("True", "False"):
+            raise OptionError(where, f"expected True or False, got {text!r}")
+        return text == "True"
+    try:
+        value = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise OptionError(where, str(error) or f"invalid value {text!r}") from None
+    if action.choices is not None and value not in action.choices:
+        raise OptionError(where, f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def read_config(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """{option dest: value} from an options file: `name: value` lines (names as in the file a
+    run writes, e.g. `batch_size: 4`; `None` = unset; blank lines and `#` comments skipped; the
+    provenance after the closing marker line ignored), less CONFIG_NOT_READ. OptionError (one
+    line naming the file, the line and the name) for a name the script does not have or a value
+    its flag would refuse."""
+    actions = {action.dest: action for action in parser._actions if action.option_strings}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise OptionError(f"--config {path}", f"cannot be read ({error})") from None
+    values: dict[str, Any] = {}
+    markers = 0
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text.startswith(_MARKER):
+            markers += 1
+            if markers == 2:
+                break
+            continue
+        if not text or text.startswith("#"):
+            continue
+        name, colon, value = text.partition(":")
+        name, where = name.strip(), f"--config {path}, line {number}"
+        if not colon or name not in actions or name in ("help",):
+            raise OptionError(f"{where}: {name!r}", f"not an option of {parser.prog} (write 'name: value', "
+                              "names as in the file a run writes)")
+        if name not in CONFIG_NOT_READ:
+            values[name] = _config_value(actions[name], value.strip(), f"{where}: {name}")
+    return values
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed flags over --config FILE's values (which then stand in for the defaults)."""
+    options = parser.parse_args(argv)
+    if options.config is None:
+        return options
+    parser.set_defaults(**read_config(options.config, parser))
+    return parser.parse_args(argv)
+
+
+def print_config_and_exit(options: argparse.Namespace) -> None:
+    """--print-config: the resolved options in the --config format on stdout, then exit 0."""
+    if options.print_config:
+        print(format_options(argparse.Namespace(**{key: value for key, value in vars(options).items()
+                                                   if key not in ("config", "print_config")})), end="")
+        raise SystemExit(0)

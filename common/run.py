@@ -70,6 +70,7 @@ class RunSpec:
     metrics_file: str  # e.g. "nadsnet_metrics.jsonl": one JSON object per line
     messages_to_log: bool  # info messages go to the log file too (else only loss lines do)
     resume_keys: tuple[str, ...]  # options a continued run must share with the run it continues
+    tensorboard_folder: str  # <checkpoints>/tensorboard/<this>: "gan", "nadsnet"
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Run:
         self._limit_at_epoch_end = False  # --max-iterations reached on an epoch's last batch
         self._print_clock = time.time()
         self._tensorboard = None
+        self._resumed_at: int | None = None  # total_iterations of the state a continued run started from
         self.started = time.time()
         # Recorded in the options file beside the options: the job and, once placed, the devices.
         self.settings = {"world_size": str(self.job.world_size), "backend": self.job.backend or "none"}
@@ -221,7 +223,7 @@ class Run:
             progress = getattr(checkpoint, "resume_without_state", lambda *_: None)(self.directory, self.log)
             if progress is None:
                 raise CheckpointError(f"--continue-train: nothing to continue from ({path} not found)")
-            self.progress = progress
+            self.progress, self._resumed_at = progress, progress.total_iterations
             return
         state = load_file(path, "training state")
         if not isinstance(state, dict) or state.get("format") != self.spec.state_format:
@@ -242,6 +244,7 @@ class Run:
         checkpoint.load_state_dict(state["parts"], path)
         restore_rng_states(state["rng"])
         self.progress = Progress(**state["progress"])
+        self._resumed_at = self.progress.total_iterations
         self._saved_sizes = dict(state["file_sizes"])
         self.log.info(f"continuing from {path}: {self.progress.describe()}")
 
@@ -386,6 +389,7 @@ class Run:
         self.log.line(f"(epoch: {progress.epoch}, iters: {progress.total_iterations}, time: {seconds:.3f}) {terms}")
         if self._bar is not None:
             self._bar.set_postfix({name: f"{value:.3g}" for name, value in values.items()}, refresh=False)
+        self.scalars({f"loss/{name}": value for name, value in values.items()})
         return values
 
     def epoch_means(self) -> dict[str, float]:
@@ -463,9 +467,12 @@ class Run:
                  for key, value in record.items()}
         self.metrics.line(json.dumps(clean, sort_keys=False))
 
-    def scalars(self, values: dict[str, float], step: int, folder: str) -> None:
-        """TensorBoard scalars (opened at first use in <checkpoints>/tensorboard/<folder>; a
-        continued run hides what the interrupted one logged after its save)."""
+    def scalars(self, values: dict[str, float], step: int | None = None) -> None:
+        """TensorBoard scalars at `step` (default: the iterations so far, the x axis of every
+        scalar of both trainings), in <checkpoints>/tensorboard/<spec.tensorboard_folder>,
+        opened at first use. A continued run hides every event the interrupted one wrote after
+        the save it continues from (those iterations are trained again); non-finite values are
+        left out."""
         if not self.is_writer:
             return
         if self._tensorboard is None:
@@ -475,9 +482,11 @@ class Run:
                 self.log.info("WARNING: tensorboard is not installed: no TensorBoard scalars")
                 self._tensorboard = False
                 return
-            purge = self.progress.epoch if self.options.continue_train else None
-            self._tensorboard = SummaryWriter(str(self.directory / "tensorboard" / folder), purge_step=purge)
+            purge = None if self._resumed_at is None else self._resumed_at + 1
+            self._tensorboard = SummaryWriter(str(self.directory / "tensorboard" / self.spec.tensorboard_folder),
+                                              purge_step=purge)
         if self._tensorboard:
+            step = self.progress.total_iterations if step is None else step
             for tag, value in values.items():
                 if math.isfinite(value):
                     self._tensorboard.add_scalar(tag, value, step)

@@ -21,6 +21,8 @@ reproduces the seed, which fed [-1, 1] images to both (SPEC 4).
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +122,7 @@ class GANModel(nn.Module):
     def distribute(self, job) -> None:
         """In a distributed job (common.distributed): G's batch norms gather their statistics over
         every process's samples, and G and D are wrapped separately in DistributedDataParallel
-        (the frozen NADS-Net and VGG are not). broadcast_buffers is off on purpose: every process
+        (the frozen NADS-Net and VGG are not). Buffers are not sent before each forward pass, on purpose: every process
         computes the same batch-norm statistics (gathered) and the same spectral-norm power
         iteration (identical weights), so the buffers agree without being sent before each
         forward pass, and D's extra no-grad pass over the real image in the G step cannot
@@ -134,8 +136,11 @@ class GANModel(nn.Module):
 
         convert_batch_norms_for_distributed(self.netG, job.backend)
         device_ids = [self.gan_device] if self.gan_device.type == "cuda" else None
-        self.train_G = DistributedDataParallel(self.netG, device_ids=device_ids, broadcast_buffers=False)
-        self.train_D = DistributedDataParallel(self.netD, device_ids=device_ids, broadcast_buffers=False)
+        # PyTorch 2.13 renamed broadcast_buffers to forward_sync_buffers (the old name warns).
+        renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        no_buffer_sync = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+        self.train_G = DistributedDataParallel(self.netG, device_ids=device_ids, **no_buffer_sync)
+        self.train_D = DistributedDataParallel(self.netD, device_ids=device_ids, **no_buffer_sync)
         self.reducer = global_sums
 
     def train(self, mode: bool = True) -> "GANModel":

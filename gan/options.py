@@ -13,22 +13,24 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.cli import OneLineParser
 from common.errors import OptionError
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 from common.models.init import INIT_TYPES
 from common.models.normalization import normalised_map_areas
 from common.options import (
     IMAGE_SIZE_STEP,
-    add_shared_options,
     adam_beta,
     apply_preset,
     check_batch_split,
     check_devices,
+    describe_presets,
     non_negative_float,
     non_negative_int,
+    parse_with_config,
     positive_float,
     positive_int,
+    print_config_and_exit,
+    training_parser,
 )
 from common.pose import SEMANTIC_CHANNELS
 from common.presets import GAN_IMAGE_SIZE
@@ -79,39 +81,13 @@ CPU_PRESET = dict(
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="train_gan.py",
-        description="Train the pose-conditioned SPADE generator (9 heatmaps + 16 PAFs + seatbelt -> frame), "
-        "judged by a multi-scale PatchGAN and guided by a frozen NADS-Net.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    groups = add_shared_options(parser, PRESETS, validation=True)
-    groups["run"].add_argument("--which-epoch", default="latest",
-                               help="with --continue-train and no training state: which saved G/D to start from")
-
-    model = parser.add_argument_group("networks")
-    model.add_argument("--ngf", type=positive_int, default=None, help="generator width; seed: 64")
-    model.add_argument("--ndf", type=positive_int, default=None, help="discriminator width; seed: 64")
-    model.add_argument("--num-upsampling-layers", choices=("normal", "more", "most"), default="normal")
-    model.add_argument("--spade-hidden", type=positive_int, default=None,
-                       help="channels of each SPADE layer's shared embedding; seed: 128")
-    model.add_argument("--n-layers-d", type=positive_int, default=4, help="layers per PatchGAN")
-    model.add_argument("--num-d", type=positive_int, default=2, help="discriminator scales")
-    model.add_argument("--init-type", choices=INIT_TYPES, default="as-run",
-                       help="as-run: as the seed actually ran (spectral-normed convs keep PyTorch's default init, "
-                       "the others xavier normal); the others initialise every layer alike")
-    model.add_argument("--init-gain", type=non_negative_float, default=0.02, help="gain of the xavier / normal init")
-    model.add_argument("--checkpoint-generator", action="store_true",
-                       help="recompute the generator's residual blocks in backward (saves memory, costs time)")
-
-    losses = parser.add_argument_group("losses")
+def _add_loss_options(losses: argparse._ArgumentGroup) -> None:
     losses.add_argument("--gan-mode", choices=("hinge", "original", "ls", "w"), default="hinge")
     losses.add_argument("--lambda-feat", type=non_negative_float, default=10.0, help="feature matching")
     losses.add_argument("--lambda-vgg", type=non_negative_float, default=10.0, help="VGG19 perceptual loss")
     losses.add_argument("--lambda-l1", type=non_negative_float, default=None,
                         help="L1 between the fake and the real frame (pix2pix's reconstruction term; not in the "
-                        "seed, which is 0); seed: 0")
+                        "seed, which is 0)")
     losses.add_argument("--lambda-heatmap", type=non_negative_float, default=100.0, help="NADS-Net heatmap MSE")
     losses.add_argument("--lambda-paf", type=non_negative_float, default=100.0, help="NADS-Net PAF MSE")
     losses.add_argument("--lambda-seatbelt", type=non_negative_float, default=1.0, help="NADS-Net seatbelt Dice-BCE")
@@ -130,24 +106,53 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frozen NADS-Net for the guidance losses: a file (this project's or the seed's), "
                         "'auto' = <checkpoints-dir>/nadsnet_best.pth if it exists, or 'none'")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, groups = training_parser(
+        "train_gan.py",
+        "Train the pose-conditioned SPADE generator (9 heatmaps + 16 PAFs + seatbelt -> frame), "
+        "judged by a multi-scale PatchGAN and guided by a frozen NADS-Net.",
+        PRESETS,
+    )
+    groups["run"].add_argument("--which-epoch", default="latest",
+                               help="with --continue-train and no training state: which saved G/D to start from")
+
+    model = parser.add_argument_group("networks")
+    model.add_argument("--ngf", type=positive_int, default=None, help="generator width")
+    model.add_argument("--ndf", type=positive_int, default=None, help="discriminator width")
+    model.add_argument("--num-upsampling-layers", choices=("normal", "more", "most"), default="normal")
+    model.add_argument("--spade-hidden", type=positive_int, default=None,
+                       help="channels of each SPADE layer's shared embedding")
+    model.add_argument("--n-layers-d", type=positive_int, default=4, help="layers per PatchGAN")
+    model.add_argument("--num-d", type=positive_int, default=2, help="discriminator scales")
+    model.add_argument("--init-type", choices=INIT_TYPES, default="as-run",
+                       help="as-run: as the seed actually ran (spectral-normed convs keep PyTorch's default init, "
+                       "the others xavier normal); the others initialise every layer alike")
+    model.add_argument("--init-gain", type=non_negative_float, default=0.02, help="gain of the xavier / normal init")
+    model.add_argument("--checkpoint-generator", action="store_true",
+                       help="recompute the generator's residual blocks in backward (saves memory, costs time)")
+
+    _add_loss_options(parser.add_argument_group("losses"))
+
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--lr", type=positive_float, default=None,
-                       help="base learning rate (TTUR: G lr/2, D 2 lr); seed: 0.0002")
+                       help="base learning rate (TTUR: G lr/2, D 2 lr)")
     optim.add_argument("--beta1", type=adam_beta, default=0.0, help="Adam beta1, with and without TTUR (SPEC 9)")
     optim.add_argument("--beta2", type=adam_beta, default=0.9, help="Adam beta2, with and without TTUR (SPEC 9)")
     optim.add_argument("--no-ttur", action="store_true", help="same lr for G and D (no two time-scale update rule)")
-    optim.add_argument("--niter", type=non_negative_int, default=None, help="epochs at constant lr; seed: 50")
-    optim.add_argument("--niter-decay", type=non_negative_int, default=None, help="epochs of linear decay to 0; seed: 0")
+    optim.add_argument("--niter", type=non_negative_int, default=None, help="epochs at constant lr")
+    optim.add_argument("--niter-decay", type=non_negative_int, default=None, help="epochs of linear decay to 0")
     optim.add_argument("--d-steps-per-g", type=positive_int, default=1, help="G steps on iterations where i %% this == 0")
     optim.add_argument("--reuse-fake", action="store_true",
                        help="D step uses the G step's fake (detached) instead of regenerating it")
 
     output = groups["output"]
     output.add_argument("--display-freq", type=non_negative_int, default=None,
-                        help="save pictures every N iterations (0 = off); seed: 1")
-    output.add_argument("--save-epoch-freq", type=positive_int, default=None, help="save an epoch copy every N epochs; seed: 10")
+                        help="save pictures every N iterations (0 = off)")
+    output.add_argument("--save-epoch-freq", type=positive_int, default=None, help="save an epoch copy every N epochs")
     output.add_argument("--keep-epoch-checkpoints", type=positive_int, default=None,
                         help="keep only the N newest epoch copies (<epoch>_net_G/D.pth); default: all, as the seed")
+    describe_presets(parser, PRESETS)
     return parser
 
 
@@ -208,11 +213,12 @@ def smallest_generator_batch(options: argparse.Namespace) -> int:
 
 def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Parse, fill from the preset, and refuse what cannot work (OptionError, exit code 2)."""
-    options = build_parser().parse_args(argv)
+    options = parse_with_config(build_parser(), argv)
     messages = apply_preset(options, PRESETS, gpu_available)
     if options.niter + options.niter_decay < 1:
         raise OptionError("--niter / --niter-decay", "at least one epoch in all is needed")
     check_sizes(options)
     check_devices(options)
     check_batch_split(options)
+    print_config_and_exit(options)
     return options, messages

@@ -41,6 +41,7 @@ SPEC = RunSpec(
     metrics_file="gan_metrics.jsonl",
     messages_to_log=False,
     resume_keys=("batch_size", "image_size", "seed"),
+    tensorboard_folder="gan",
 )
 TRAIN_STATE = SPEC.state_file
 
@@ -74,6 +75,7 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
                     losses = trainer.step(batch, generator_turn, reuse_fake=options.reuse_fake)
                     show(run, losses, visualizer, trainer, options.display_freq)
             run.log.info(f"end of epoch {epoch}/{epochs} (lr {lr:.6g}), {run.elapsed():.0f} s so far")
+            run.scalars({"lr": lr, "epoch": epoch})
             due = epoch % options.save_epoch_freq == 0 or epoch == epochs
             if due and judge is not None:
                 report_faithfulness(run, visualizer, judge.measure(model.netG))
@@ -109,6 +111,8 @@ def report_faithfulness(run: Run, visualizer: GANVisualizer, measured: dict) -> 
     """One line of gan_metrics.jsonl, a log line and the page's line."""
     epoch = run.progress.epoch
     run.write_metrics({"epoch": epoch, "iteration": run.progress.total_iterations, **measured})
+    run.scalars({f"faithfulness/{name}": value for name, value in measured.items()
+                 if isinstance(value, (int, float)) and not isinstance(value, bool)})
 
     def shown(value) -> str:
         return "n/a" if value is None else f"{value:.3f}"

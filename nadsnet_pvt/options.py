@@ -15,19 +15,21 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.cli import OneLineParser
 from common.errors import OptionError
 from common.options import (
-    add_shared_options,
     adam_beta,
     apply_preset,
     check_batch_split,
     check_devices,
+    describe_presets,
     fraction,
     non_negative_float,
     non_negative_int,
+    parse_with_config,
     positive_float,
     positive_int,
+    print_config_and_exit,
+    training_parser,
 )
 from common.augment import ARM_AUGMENT_MODES
 from common.pose import NUM_KEYPOINTS
@@ -92,43 +94,16 @@ CPU_PRESET = dict(
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="train_nadsnet.py",
-        description="Train NADS-Net (PVT-tiny backbone: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
-        "every batch is replaced by frames the pretrained SPADE generator renders in randomly changed arm poses.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    groups = add_shared_options(parser, PRESETS, validation=True)
-    groups["run"].add_argument("--pretrained", default=None,
-                               help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
-                               "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
-    data = groups["data"]
-    data.add_argument("--arm-augment", choices=ARM_AUGMENT_MODES, default="slightly",
-                      help="how the generated samples' arm poses are changed: slightly and highly are the seed's "
-                      "(highly throws arms in any direction); plausible keeps joint angles within human limits, hands "
-                      "in the frame and out of the head and torso")
-    data.add_argument("--smallest-scale", type=_scale, default=None,
-                      help="the geometric augmentation shrinks each sample to a scale from this to 1.0 per axis, "
-                      "in steps of 0.1; seed: 0.3")
-    data.add_argument("--include-background", action="store_true",
-                      help="a 10th heatmap channel: the background, 1 - max of the keypoint channels")
-    network = parser.add_argument_group("network")
-    network.add_argument("--fpn-channels", type=positive_int, default=None, help="the FPN's width; seed: 256")
-    network.add_argument("--head-channels", type=positive_int, default=None,
-                         help="each pyramid level's width in the three heads (4x that fused); seed: 128")
-
-    gan = parser.add_argument_group("generated samples")
+def _add_generated_sample_options(gan: argparse._ArgumentGroup) -> None:
     gan.add_argument("--gan-fraction", type=fraction, default=None,
                      help="fraction of every batch rendered by the generator (the first samples); "
-                     "0 = plain training, no generator needed; seed: 0.5")
+                     "0 = plain training, no generator needed")
     gan.add_argument("--generator-weights", default="auto",
                      help="the SPADE generator (configuration read from the .json beside it; seed files use "
                      "the seed's configuration); 'auto' = <checkpoints-dir>/latest_net_G.pth")
     gan.add_argument("--generated", choices=GENERATED_MODES, default=None,
                      help="replace: generated samples take the place of the first real samples of each batch (the "
-                     "seed's recipe); add: they join the batch's real samples (B + round(B x --gan-fraction) in all); "
-                     "seed: replace")
+                     "seed's recipe); add: they join the batch's real samples (B + round(B x --gan-fraction) in all)")
     gan.add_argument("--generated-frames", type=Path, default=None, metavar="ANNOTATIONS",
                      help="take the generated samples from frames rendered ahead of training instead of running the "
                      "generator at every step: the annotation file of a folder written by `generate.py dataset` (or "
@@ -139,21 +114,52 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the generator in eval mode (stored running statistics) instead of normalising "
                      "with the generated samples' batch statistics, as the seed and the GAN training did")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, groups = training_parser(
+        "train_nadsnet.py",
+        "Train NADS-Net (PVT-tiny backbone: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
+        "every batch can be frames the pretrained SPADE generator renders in changed arm poses, in place of real "
+        "samples (the seed's recipe) or added to them.",
+        PRESETS,
+    )
+    groups["run"].add_argument("--pretrained", default=None,
+                               help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
+                               "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
+    data = groups["data"]
+    data.add_argument("--arm-augment", choices=ARM_AUGMENT_MODES, default="slightly",
+                      help="how the generated samples' arm poses are changed: slightly and highly are the seed's "
+                      "(highly throws arms in any direction); plausible keeps joint angles within human limits, hands "
+                      "in the frame and out of the head and torso; library draws arms from --arm-pose-library")
+    data.add_argument("--arm-pose-library", type=Path, default=None, metavar="ANNOTATIONS",
+                      help="for --arm-augment library: the annotation file whose front-row arms are drawn "
+                      "(common/pose_library.py)")
+    data.add_argument("--smallest-scale", type=_scale, default=None,
+                      help="the geometric augmentation shrinks each sample to a scale from this to 1.0 per axis, "
+                      "in steps of 0.1")
+    data.add_argument("--include-background", action="store_true",
+                      help="a 10th heatmap channel: the background, 1 - max of the keypoint channels")
+    network = parser.add_argument_group("network")
+    network.add_argument("--fpn-channels", type=positive_int, default=None, help="the FPN's width")
+    network.add_argument("--head-channels", type=positive_int, default=None,
+                         help="each pyramid level's width in the three heads (4x that fused)")
+
+    _add_generated_sample_options(parser.add_argument_group("generated samples"))
+
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=positive_int, default=None, help="seed: 100")
-    optim.add_argument("--optimizer", choices=("sgd", "adamw"), default=None, help="seed: sgd")
-    optim.add_argument("--lr", type=positive_float, default=None, help="learning rate; seed: 1e-5")
+    optim.add_argument("--epochs", type=positive_int, default=None)
+    optim.add_argument("--optimizer", choices=("sgd", "adamw"), default=None)
+    optim.add_argument("--lr", type=positive_float, default=None, help="learning rate")
     optim.add_argument("--momentum", type=adam_beta, default=0.9, help="SGD momentum (no Nesterov)")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=None, help="seed: 5e-7")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=None)
     optim.add_argument("--seatbelt-weight", type=non_negative_float, default=None,
-                       help="weight of the seatbelt Dice-BCE in the loss; seed: 500")
+                       help="weight of the seatbelt Dice-BCE in the loss")
     optim.add_argument("--heatmap-weight", type=non_negative_float, default=None,
-                       help="weight of the heatmap SSE / B in the loss; seed: 1")
+                       help="weight of the heatmap SSE / B in the loss")
     optim.add_argument("--lr-schedule", choices=("metric-based", "fixed", "cosine"), default=None,
                        help="metric-based: ReduceLROnPlateau on the validation loss (factor 0.8, patience 4, "
                        "threshold 1e-4 relative); fixed: StepLR (step 20 epochs, gamma 0.8); cosine: from --lr "
-                       "down a half cosine, once per epoch, reaching 0 after --epochs (not in the seed); "
-                       "seed: metric-based")
+                       "down a half cosine, once per epoch, reaching 0 after --epochs (not in the seed)")
 
     groups["output"].add_argument("--display-samples", type=non_negative_int, default=4,
                                   help="validation samples shown per epoch on the page")
@@ -161,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="after every epoch, also the metrics on the first N training frames (as they "
                                   "are, unaugmented), written as train_frames_* beside the validation's: how far the "
                                   "network fits its own frames against the held-out ones; 0 = off")
+    describe_presets(parser, PRESETS)
     return parser
 
 
@@ -201,9 +208,12 @@ def check_generated_batch(options: argparse.Namespace) -> None:
 
 def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Parse, fill from the preset, and refuse what cannot work (OptionError, exit code 2)."""
-    options = build_parser().parse_args(argv)
+    options = parse_with_config(build_parser(), argv)
     messages = apply_preset(options, PRESETS, gpu_available)
     check_generated_batch(options)
+    if (options.arm_augment == "library") != (options.arm_pose_library is not None):
+        raise OptionError("--arm-pose-library", "goes with --arm-augment library, and only with it")
     check_devices(options)
     check_batch_split(options)
+    print_config_and_exit(options)
     return options, messages

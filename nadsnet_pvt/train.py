@@ -24,6 +24,7 @@ from common.distributed import SINGLE_PROCESS, sum_over_processes
 from common.errors import CheckpointError, DataError
 from common.models.factory import build_nadsnet, describe_state_dict, load_generator
 from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
+from common.pose_library import load_arm_pose_library
 from common.presets import prepare_data
 from common.run import Run, RunSpec
 from common.sampling import ResumableSampler
@@ -46,6 +47,7 @@ SPEC = RunSpec(
     messages_to_log=True,
     resume_keys=("batch_size", "image_size", "include_background", "gan_fraction", "arm_augment", "seed", "lr_schedule",
                  "generated"),
+    tensorboard_folder="nadsnet",
 )
 TRAIN_STATE = SPEC.state_file
 LOSS_NAMES = ("total", "heatmap", "paf", "seatbelt", "dice")
@@ -116,7 +118,7 @@ def report_epoch(run: Run, visualizer: NADSNetVisualizer, checkpoint: NADSNetChe
     scalars.update({f"valid/{name}": value for name, value in validation.losses.items()})
     scalars.update({f"valid/{name}": value for name, value in metrics.items()})
     scalars.update({f"train_frames/{name[len('train_frames_'):]}": value for name, value in fit.items()})
-    run.scalars({**scalars, "lr": lr}, epoch, "nadsnet")
+    run.scalars({**scalars, "lr": lr, "epoch": epoch})
     visualizer.record(epoch, "train", train_losses)
     visualizer.record(epoch, "valid", {**validation.losses, **metrics})
     visualizer.finish_epoch(epoch)
@@ -170,8 +172,12 @@ def runs_generator(options: argparse.Namespace) -> bool:
 def load_datasets(options: argparse.Namespace, log) -> tuple[PoseDataset, PoseDataset]:
     """The training set (with its frames rendered ahead, if given) and the validation set,
     validated before anything is written."""
+    library = None if options.arm_pose_library is None else load_arm_pose_library(options.arm_pose_library)
     train_set = validated_dataset(log, options.train_annotations, options.images_dir, options.masks_dir,
-                                  image_size=options.image_size, arm_augment=options.arm_augment, seed=options.seed)
+                                  image_size=options.image_size, arm_augment=options.arm_augment, seed=options.seed,
+                                  arm_pose_library=library)
+    if library is not None:
+        log.info(f"arm poses drawn from {len(library)} arms of {options.arm_pose_library}")
     if options.generated_frames is not None:
         with_frames = WithGeneratedFrames(train_set, options.generated_frames, seed=options.seed)
         with_frames.frames.verify_file_ends()

@@ -114,3 +114,7 @@ def pool_record(pool_dir: Path) -> dict:
     """What generate.py recorded of a pool's command (its arguments), for the study's config."""
     record = pool_dir / ".generate" / "command.json"
     return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+
+
+if __name__ == "__main__":
+    raise SystemExit(oracle_main())

@@ -96,6 +96,70 @@ def test_plausible_leaves_small_people_and_missing_shoulders_alone():
     assert not np.array_equal(moved[[5, 6]], no_shoulder[[5, 6]])
 
 
+# --------------------------------------------------------------------------- arm poses from a library
+
+
+def person_record(points: np.ndarray, row: str | None = None, hidden: tuple[int, ...] = ()) -> dict:
+    values = [[*point, 0 if joint in hidden else 2] for joint, point in enumerate(points)]
+    record = {"image_id": "f", "label": "Person", "keypoints": [v for triple in values for v in triple]}
+    return record if row is None else {**record, "row": row}
+
+
+def write_annotations(path, records: list[dict]):
+    path.write_text(json.dumps({"annotations": records}))
+    return path
+
+
+@pytest.mark.parametrize("aspect", [1.0, 16 / 9])
+def test_library_arms_are_the_library_s_arms_on_this_person_s_shoulders_and_scale(tmp_path, aspect):
+    """A library of one right arm (its left arm unlabelled), read from a person twice as large:
+    drawn onto a front-row person, the right arm is that arm at this person's scale and the left
+    arm its mirror image (measured in the frame's square pixels)."""
+    from common.pose_library import load_arm_pose_library
+
+    person = front_row_person()  # symmetric about x = 190
+    person[[1, 0]] = (120, 180), (135, 230)  # right elbow and wrist
+    large = (person - person[NECK]) * 2 + (400, 300)
+    file = write_annotations(tmp_path / "poses.json", [person_record(large, "front", hidden=(5, 6)),
+                                                       person_record(large * 3, "back")])
+    library = load_arm_pose_library(file)
+    assert library.shape == (1, 2, 2)
+    square = np.array([aspect, 1.0])
+    target = front_row_person()
+    moved = arm_augment((target / square)[None], "library", np.random.default_rng(0), 384, pixel_aspect=aspect,
+                        library=library)[0] * square
+    np.testing.assert_allclose(moved[[1, 0]], person[[1, 0]], atol=1e-9)
+    mirrored = person[[1, 0]] * [-1, 1] + [2 * 190, 0]
+    np.testing.assert_allclose(moved[[5, 6]], mirrored, atol=1e-9)
+    np.testing.assert_array_equal(moved[[2, 3, 4, 7, 8]], target[[2, 3, 4, 7, 8]])
+
+
+def test_library_draws_stay_in_the_frame_and_refuse_what_cannot_work(tmp_path):
+    from common.pose_library import load_arm_pose_library
+
+    far = np.array([[[3.0, 0.0], [6.0, 0.0]]])  # an arm six torso heights long: never inside the frame
+    person = front_row_person()
+    kept = arm_augment(person[None], "library", np.random.default_rng(0), 384, library=far)[0]
+    assert np.array_equal(kept, person, equal_nan=True)
+    with pytest.raises(ValueError, match="library"):
+        arm_augment(person[None], "library", np.random.default_rng(0), 384)
+    empty = write_annotations(tmp_path / "empty.json", [person_record(front_row_person(), hidden=(0, 1, 5, 6))])
+    with pytest.raises(DataError, match="no arm with shoulder, elbow and wrist labelled"):
+        load_arm_pose_library(empty)
+    broken = write_annotations(tmp_path / "broken.json", [{"label": "Person", "image_id": "f", "keypoints": [1, 2]}])
+    with pytest.raises(DataError, match="annotation 0: 'keypoints'"):
+        load_arm_pose_library(broken)
+
+
+@pytest.mark.parametrize("flags", [["--arm-augment", "library"], ["--arm-augment", "plausible", "--arm-pose-library", "x"]])
+def test_the_library_flag_and_mode_go_together(flags):
+    from common.errors import OptionError
+    from nadsnet_pvt.options import parse_options
+
+    with pytest.raises(OptionError, match="--arm-pose-library: goes with --arm-augment library"):
+        parse_options(["--preset", "cpu", *flags], False)
+
+
 # --------------------------------------------------------------------------- added, not swapped
 
 

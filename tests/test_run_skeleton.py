@@ -286,3 +286,51 @@ def test_a_run_stopped_inside_its_first_epoch_leaves_weights_evaluate_accepts(ti
                           str(data.images_dir), "--masks-dir", str(data.masks_dir), "--image-size", "32",
                           "--num-workers", "0"]) == 0
     assert "PCKt@0.2" in capsys.readouterr().out
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of every event file in `folder`, as TensorBoard shows them
+    (events hidden by a continued run's purge left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_both_trainings_write_losses_at_every_print_step_to_tensorboard(tiny_dataset_dir, tmp_path):
+    """Losses at every print step, the epoch's numbers at its last iteration, one x axis
+    (iterations) for both trainings."""
+    from gan.train import main as gan_main
+    from nadsnet_pvt.train import main as nadsnet_main
+
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)  # 3 batches of 2 per epoch
+    assert nadsnet_main(nadsnet_argv(data, tmp_path / "nadsnet", "--print-freq", "2", "--num-workers", "0")) == 0
+    scalars = tensorboard_scalars(tmp_path / "nadsnet" / "tensorboard" / "nadsnet")
+    assert [step for step, _ in scalars["loss/total"]] == [2, 4, 6]
+    assert [step for step, _ in scalars["valid/pckt"]] == [3, 6]
+    assert [value for _, value in scalars["epoch"]] == [1.0, 2.0]
+    assert gan_main(gan_argv(data, tmp_path / "gan", "--num-workers", "0")) == 0
+    scalars = tensorboard_scalars(tmp_path / "gan" / "tensorboard" / "gan")
+    assert [step for step, _ in scalars["loss/D_Fake"]] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, _ in scalars["lr"]] == [3, 6]
+
+
+def test_a_continued_run_hides_what_the_interrupted_one_logged_after_its_save(tiny_dataset_dir, tmp_path):
+    """A run killed after its save at iteration 4 had logged iterations 5 and 6 too: continued,
+    TensorBoard shows each iteration once, with the continued run's values."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from gan.train import main as gan_main
+
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)
+    folder = tmp_path / "gan"
+    assert gan_main(gan_argv(data, folder, "--num-workers", "0", "--max-iterations", "4")) == 0
+    killed = SummaryWriter(str(folder / "tensorboard" / "gan"))  # what the killed run wrote after its save
+    for step in (5, 6):
+        killed.add_scalar("loss/D_Fake", 1e6, step)
+    killed.close()
+    assert gan_main(gan_argv(data, folder, "--num-workers", "0", "--continue-train")) == 0
+    shown = tensorboard_scalars(folder / "tensorboard" / "gan")["loss/D_Fake"]
+    assert [step for step, _ in shown] == [1, 2, 3, 4, 5, 6]
+    assert all(value < 1e6 for _, value in shown)

@@ -81,8 +81,10 @@ def generated_annotations(frames: Frames, job: Job) -> list[dict]:
     ]
 
 
-def dataset_plan(frames: Frames, mode: str, copies: int, seed: int, include_source: bool) -> Plan:
-    """`copies` frames per source frame in arm-augmented poses (SPEC 5: front-row people only).
+def dataset_plan(frames: Frames, mode: str, copies: int, seed: int, include_source: bool,
+                 library: np.ndarray | None = None) -> Plan:
+    """`copies` frames per source frame in arm-augmented poses (SPEC 5: front-row people only;
+    `library`: the arms 'library' draws, common.pose_library).
     Copy k of frame i draws from np.random.default_rng([seed, i, k]), so a copy's pose depends
     on nothing else (not on the batch size, nor on which frames a resumed run still renders)."""
     jobs, annotations = [], []
@@ -94,7 +96,7 @@ def dataset_plan(frames: Frames, mode: str, copies: int, seed: int, include_sour
             rng = np.random.default_rng([seed, index, copy])
             width, height = frames.size_of(index)
             pose = arm_augment(frames.keypoints[index], mode, rng, image_size=frames.image_size,
-                               pixel_aspect=width / height).astype(np.float32)
+                               pixel_aspect=width / height, library=library).astype(np.float32)
             jobs.append(Job(f"{source_id}{COPY_SUFFIX}{copy}", index, copy, pose))
             annotations += generated_annotations(frames, jobs[-1])
     if include_source:
@@ -199,6 +201,18 @@ def read_frames(options: argparse.Namespace, image_size: int) -> Frames:
     return read_pose_frames(options.annotations, frame_size, image_size, options.belt)
 
 
+def arm_pose_library(mode: str, library_file: Path | None) -> np.ndarray | None:
+    """The arms --arm-augment library draws (read from --arm-pose-library), None for another
+    mode; OptionError when the mode and the file do not go together."""
+    if (mode == "library") != (library_file is not None):
+        raise OptionError("--arm-pose-library", "goes with --arm-augment library, and only with it")
+    if library_file is None:
+        return None
+    from common.pose_library import load_arm_pose_library
+
+    return load_arm_pose_library(library_file)
+
+
 def make_plan(options: argparse.Namespace, frames: Frames, config: dict) -> Plan:
     """The command's Plan, with the info the annotation file records."""
     info = {"generated_by": f"{PROG} {options.command}", "generator": str(options.generator),
@@ -206,7 +220,8 @@ def make_plan(options: argparse.Namespace, frames: Frames, config: dict) -> Plan
             "normalisation": "batch statistics" if options.batch_statistics else "eval mode (stored statistics)",
             "source_annotations": str(options.annotations)}
     if options.command == "dataset":
-        plan = dataset_plan(frames, options.arm_augment, options.copies, options.seed, options.include_source)
+        plan = dataset_plan(frames, options.arm_augment, options.copies, options.seed, options.include_source,
+                            arm_pose_library(options.arm_augment, options.arm_pose_library))
         info.update(arm_augment=options.arm_augment, copies=options.copies, seed=options.seed,
                     include_source=options.include_source)
         unchanged = frames_left_unchanged(plan)
@@ -229,6 +244,8 @@ def output_folder(options: argparse.Namespace) -> OutputFolder:
         del shaping["batch_size"]  # in eval mode the files do not depend on it: a rerun may change it
     files = {"generator": options.generator, "generator_config": config_path_for(options.generator),
              "annotations": options.annotations}
+    if getattr(options, "arm_pose_library", None) is not None:
+        files["arm_pose_library"] = options.arm_pose_library
     inputs = [options.generator, options.annotations, options.images_dir, options.masks_dir]
     return OutputFolder(options.out, command_record(options.command, shaping, files), options.overwrite, inputs)
 

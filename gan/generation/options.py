@@ -63,6 +63,9 @@ def build_parser() -> OneLineParser:
     dataset.add_argument("--masks-dir", type=Path, required=True, help="the source seatbelt masks (Seatbelt_Mask)")
     dataset.add_argument("--arm-augment", choices=ARM_AUGMENT_MODES, default="slightly",
                          help="how the arms of front-row people change (default: slightly, the seed's)")
+    dataset.add_argument("--arm-pose-library", type=Path, default=None, metavar="ANNOTATIONS",
+                         help="for --arm-augment library: the annotation file whose front-row arms are drawn "
+                         "(common/pose_library.py)")
     dataset.add_argument("--copies", type=positive_int, default=1, help="generated frames per source frame")
     dataset.add_argument("--seed", type=seed_value, default=0, help="seed of the arm augmentation")
     dataset.add_argument("--include-source", action="store_true",
