@@ -66,7 +66,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a plain state dict (the seed's format, or this project's), safely.
 
     Accepts a dict of tensors, also one nested under 'state_dict' or 'model', and strips the
-    'module.' prefix that DataParallel/DDP add.
+    'module.' prefix that DataParallel/DDP add; refuses weights holding NaN or infinite values.
     """
     return state_dict_of(load_file(path, "weights file"), path)
 
@@ -82,6 +82,11 @@ def state_dict_of(data: Any, path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a state dict (a mapping of names to tensors)")
     if data and all(key.startswith("module.") for key in data):
         data = {key[len("module."):]: value for key, value in data.items()}
+    broken = next((name for name, value in data.items()
+                   if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if broken is not None:
+        raise CheckpointError(f"{path}: tensor {broken!r} holds NaN or infinite values (the run that wrote it "
+                              "diverged?): nothing computed with these weights could be trusted")
     return data
 
 

@@ -99,7 +99,7 @@ class Checkpoint(Protocol):
 
     def write_files(self, directory: Path, epoch_label: str | None, progress: Progress) -> None: ...  # weights beside the state
 
-    def write_pages(self, running: bool) -> None: ...  # the HTML page(s), refreshing themselves while running
+    def write_pages(self, running: bool, progress: Progress) -> None: ...  # the HTML page(s), refreshing while running
 
 
 class IterationLimitReached(Exception):
@@ -187,7 +187,7 @@ class Run:
             except IterationLimitReached:
                 pass
             if self.is_writer:
-                checkpoint.write_pages(running=False)
+                checkpoint.write_pages(running=False, progress=self.progress)
         finally:
             self._close()
 
@@ -441,7 +441,7 @@ class Run:
         save_atomic(state, self.directory / self.spec.state_file)
         self._checkpoint.write_files(self.directory, epoch_label, self.progress)
         if final:
-            self._checkpoint.write_pages(running=False)
+            self._checkpoint.write_pages(running=False, progress=self.progress)
 
     def _progress_state(self) -> dict[str, Any]:
         state = asdict(self.progress)

@@ -72,6 +72,9 @@ def heatmap_composite(maps: np.ndarray) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
+SHORT_CURVE_POINTS = 30
+
+
 def plot_curves(path: str | Path, curves: dict[str, Sequence[tuple[float, float]]], title: str, xlabel: str) -> Path | None:
     """Plot named curves of (x, y) points into a PNG; returns None when there is nothing to plot."""
     curves = {name: points for name, points in curves.items() if len(points) > 0}
@@ -85,7 +88,9 @@ def plot_curves(path: str | Path, curves: dict[str, Sequence[tuple[float, float]
     figure, axis = plt.subplots(figsize=(9, 4.5), dpi=90)
     for name, points in sorted(curves.items()):
         xs, ys = zip(*points)
-        axis.plot(xs, ys, label=name, linewidth=1.2)
+        # Markers where a line would hide the points: a curve of one point draws nothing without them.
+        axis.plot(xs, ys, label=name, linewidth=1.2, marker="o" if len(points) <= SHORT_CURVE_POINTS else None,
+                  markersize=3)
     axis.set_title(title)
     axis.set_xlabel(xlabel)
     axis.grid(alpha=0.3)

@@ -70,7 +70,12 @@ class GANCheckpoint:
         if epoch_label and self.keep_epoch_checkpoints:
             prune_epoch_copies(directory, self.keep_epoch_checkpoints)
 
-    def write_pages(self, running: bool) -> None:
+    def write_pages(self, running: bool, progress: Progress) -> None:
+        """The page; a finished or stopped run's last iteration gets its pictures first, however
+        short the run (a display step may not have come)."""
+        if not running and self.trainer.last_inputs is not None:
+            epoch = progress.epoch - (progress.epoch_batches == 0)  # the epoch of that iteration
+            self.visualizer.display_once(epoch, progress.total_iterations, *self.trainer.display_images())
         self.visualizer.write_page(running=running)
 
     def resume_without_state(self, directory: Path, log: RunLog) -> Progress | None:

@@ -53,6 +53,13 @@ class GANVisualizer:
         self.gallery.add(GalleryEntry(epoch, iteration, f"epoch {epoch}, iteration {iteration}", images))
         self.write_page(running=True)
 
+    def display_once(self, epoch: int, iteration: int, semantics: torch.Tensor, fake: torch.Tensor,
+                     real: torch.Tensor) -> None:
+        """`display`, unless the page already shows this iteration."""
+        if self.gallery.recent and self.gallery.recent[-1].key == iteration:
+            return
+        self.display(epoch, iteration, semantics, fake, real)
+
     def record_losses(self, iteration: int, losses: dict[str, float]) -> None:
         for name, value in losses.items():
             self.curves.setdefault(name, BoundedSeries()).add(iteration, value)

@@ -59,5 +59,5 @@ class NADSNetCheckpoint:
     def write_files(self, directory: Path, epoch_label: str | None, progress: Progress) -> None:
         """Nothing beside the state: the best weights are written when they improve."""
 
-    def write_pages(self, running: bool) -> None:
+    def write_pages(self, running: bool, progress: Progress) -> None:
         self.visualizer.write_page(running=running)

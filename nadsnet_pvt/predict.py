@@ -20,6 +20,11 @@ network in batches, and its heatmap peaks are grouped into people by the PAFs
   resized bilinearly, then > 0.5); only for networks with a seatbelt head.
 - `overlays/<image_id>.png`: the frame with the belt tinted green and the skeletons drawn.
 
+Nothing is half-written: the masks and overlays are written into a hidden folder inside --out
+and moved into place, and predictions.json written, only once every frame succeeded; a run
+that stops (an image that does not decode, Ctrl-C) leaves --out as it was. Files under --out
+are never read as input, so --out may lie inside an --images folder.
+
 Exit codes: 0 done; 2 bad options (no images found, a missing path, an image size the weights
 cannot take); 1 a bad file (weights that are not a NADS-Net, an unreadable image), reported in
 one line naming it.
@@ -28,11 +33,15 @@ one line naming it.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -79,14 +88,17 @@ class Frame:
     height: int
 
 
-def collect_images(sources: Sequence[Path]) -> list[tuple[str, Path]]:
+def collect_images(sources: Sequence[Path], out: Path | None = None) -> list[tuple[str, Path]]:
     """(image_id, path) of every image: files in folders (recursively, .png/.jpg/.jpeg, id =
-    relative path without extension, '/'-separated) and files named directly (id = name
-    without extension). Raises OptionError for a missing path, no images, or two files with one id."""
+    relative path without extension, '/'-separated; files under `out`, the outputs of this
+    command, left out) and files named directly (id = name without extension). Raises
+    OptionError for a missing path, no images, or two files with one id."""
     found: dict[str, Path] = {}
+    outputs = None if out is None else out.resolve()
     for source in sources:
         if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and (outputs is None or not p.resolve().is_relative_to(outputs)))
             pairs = [(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
         elif source.is_file():
             pairs = [(source.stem, source)]
@@ -207,6 +219,45 @@ def _predict_batch(
     return annotations, image_records, seatbelt is not None
 
 
+STAGING_PREFIX = ".predict."
+
+
+@contextmanager
+def staged_outputs(out: Path) -> Iterator[Path]:
+    """A hidden folder inside `out` to write into; on a normal exit its files are moved into
+    place (each rename atomic), on any exception it is deleted, with `out` itself if this call
+    created it. Staging folders that killed runs left behind are deleted first."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{STAGING_PREFIX}*.tmp"):
+        pid = stale.name[len(STAGING_PREFIX):].split(".")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}.", suffix=".tmp", dir=out))
+    try:
+        yield staging
+        for file in sorted(path for path in staging.rglob("*") if path.is_file()):
+            target = out / file.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def predict(options: argparse.Namespace) -> dict:
     """Run the whole command; returns a summary (images, people, seconds, seatbelt). Raises
     OptionError, DataError, CheckpointError or OSError with one-line messages."""
@@ -214,14 +265,15 @@ def predict(options: argparse.Namespace) -> dict:
         device = parse_device(options.device) if options.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     except ValueError as error:
         raise OptionError(f"--device: {error}") from None
-    frames = read_frames(collect_images(options.images))
+    frames = read_frames(collect_images(options.images, options.out))
     net, image_size = load_network(options.weights, device, options.image_size)
     started = time.perf_counter()
     annotations, image_records, has_seatbelt = [], [], False
-    with tqdm(total=len(frames), unit="image", desc="predict", dynamic_ncols=True) as bar:
+    with staged_outputs(options.out) as staging, \
+            tqdm(total=len(frames), unit="image", desc="predict", dynamic_ncols=True) as bar:
         for first in range(0, len(frames), options.batch_size):
             batch = frames[first : first + options.batch_size]
-            batch_annotations, batch_records, has_seatbelt = _predict_batch(net, batch, image_size, options.out)
+            batch_annotations, batch_records, has_seatbelt = _predict_batch(net, batch, image_size, staging)
             annotations += batch_annotations
             image_records += batch_records
             bar.update(len(batch))

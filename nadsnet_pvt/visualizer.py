@@ -239,6 +239,10 @@ class NADSNetVisualizer:
         plots = [file_name for file_name, title, names in PLOTS
                  if plot_curves(self.web_dir / file_name, curves(names), title, "epoch")]
         sections = [PageSection(heading="colours of the predicted peaks", images=[(self.write_legend(), "keypoint types")])]
+        pending = [(f"images/{name}", caption) for name, caption in self.pending["valid"] + self.pending["train"]]
+        if pending:  # the current epoch's pictures so far (all a run stopped inside its first epoch has)
+            sections.append(PageSection(heading="this epoch so far: the first training batch as NADS-Net saw it",
+                                        images=pending))
         sections += self.gallery.sections()
         links = [("index.html", "GAN training pictures")] if (self.web_dir / "index.html").is_file() else []
         write_page(

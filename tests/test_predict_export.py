@@ -241,6 +241,51 @@ def test_predict_refuses_no_images_a_bad_image_and_weights_that_are_not_nadsnet(
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
+def test_predict_stopped_part_way_leaves_out_as_it_was(tmp_path, monkeypatch, sample_frames, capsys, one_thread):
+    """A frame whose header reads but whose pixels do not decode, met after earlier frames were
+    predicted: no mask, overlay or predictions.json of this run is left behind."""
+    frames_dir, truth, indices = sample_frames
+    last = sorted((frames_dir / "cam").iterdir())[-1]
+    (frames_dir / "cam" / "zz_truncated.png").write_bytes(last.read_bytes()[:200])  # IHDR intact, pixels cut off
+    net = GroundTruthNet(truth, indices)
+    fresh = tmp_path / "fresh"
+    assert run_predict(monkeypatch, net, "--weights", "w.pth", "--images", str(frames_dir), "--out", str(fresh),
+                       "--batch-size", "1") == 1
+    assert "zz_truncated.png" in capsys.readouterr().err and not fresh.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert run_predict(monkeypatch, net, "--weights", "w.pth", "--images", str(frames_dir), "--out", str(kept),
+                       "--batch-size", "1") == 1
+    assert [path.name for path in kept.rglob("*")] == ["notes.txt"]
+
+
+def test_predict_output_inside_the_input_folder_is_not_read_back(tmp_path, monkeypatch, sample_frames, one_thread):
+    frames_dir, truth, indices = sample_frames
+    out = frames_dir / "predictions"
+    net = GroundTruthNet(truth, indices)
+    for _ in range(2):
+        assert run_predict(monkeypatch, net, "--weights", "w.pth", "--images", str(frames_dir), "--out", str(out)) == 0
+        document = json.loads((out / "predictions.json").read_text())
+        assert sorted(record["image_id"] for record in document["images"]) == sorted(f"cam/{n}" for n in SAMPLE_FRAMES)
+
+
+def test_weights_holding_nan_are_refused_before_anything_is_written(tmp_path, capsys, one_thread):
+    net = build_nadsnet(dict(SEED_NADSNET_CONFIG, image_size=SIZE))
+    state = net.state_dict()
+    name = next(key for key, value in state.items() if value.is_floating_point())
+    state[name] = state[name].clone().fill_(float("nan"))
+    weights = tmp_path / "diverged.pth"
+    torch.save(state, weights)
+    out = tmp_path / "out"
+    assert predict_cli.main(["--weights", str(weights), "--images", str(DATA / "Raw_Images"), "--out", str(out)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert f"diverged.pth: tensor {name!r} holds NaN or infinite values" in error and "\n" not in error
+    assert not out.exists()
+    assert export_cli.main(["--weights", str(weights), "--out", str(tmp_path / "n.onnx")]) == 1
+    assert "holds NaN or infinite values" in capsys.readouterr().err and not (tmp_path / "n.onnx").exists()
+
+
 # ------------------------------------------------------------------------------ ONNX export
 
 

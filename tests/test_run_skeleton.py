@@ -334,3 +334,34 @@ def test_a_continued_run_hides_what_the_interrupted_one_logged_after_its_save(ti
     shown = tensorboard_scalars(folder / "tensorboard" / "gan")["loss/D_Fake"]
     assert [step for step, _ in shown] == [1, 2, 3, 4, 5, 6]
     assert all(value < 1e6 for _, value in shown)
+
+
+def test_short_runs_leave_a_picture_of_their_last_iteration_and_charts_with_their_points(tiny_dataset_dir, tmp_path):
+    """Stopped before any display step or epoch end, both pages still show pictures; a chart of
+    one point shows that point."""
+    import cv2
+
+    from common.visualize import plot_curves
+    from gan.train import main as gan_main
+    from nadsnet_pvt.train import main as nadsnet_main
+
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)
+    gan = tmp_path / "gan"
+    argv = [flag for flag in gan_argv(data, gan, "--num-workers", "0", "--max-iterations", "2", "--display-freq", "50")
+            if flag != "--no-html"]
+    assert gan_main(argv) == 0
+    page = (gan / "web" / "index.html").read_text()
+    assert "epoch 1, iteration 2" in page
+    assert all((gan / "web" / "images" / f"epoch001_iter000002_{label}.png").is_file()
+               for label in ("input_label", "synthesized_image", "real_image"))
+    nadsnet = tmp_path / "nadsnet"
+    argv = [flag for flag in nadsnet_argv(data, nadsnet, "--num-workers", "0", "--max-iterations", "1",
+                                          "--display-samples", "2") if flag not in ("--no-html",)]
+    assert nadsnet_main(argv) == 0
+    page = (nadsnet / "web" / "nadsnet.html").read_text()
+    assert "images/nadsnet_epoch001_train0.png" in page and "this epoch so far" in page
+
+    plot = plot_curves(tmp_path / "one.png", {"loss": [(1.0, 5.0)]}, "one point", "iteration")
+    picture = cv2.imread(str(plot))[..., ::-1].astype(int)
+    line_colour = np.array([31, 119, 180])  # matplotlib's first colour, C0
+    assert (np.abs(picture - line_colour).sum(axis=2) < 30).sum() > 5
