@@ -80,7 +80,8 @@ def build_data(preset, out: Path, data_seed: int) -> StudyData:
         train=build(preset.train_frames, preset.train_valid_frames, "train", "train_valid", NARROW_FAMILIES, None),
         narrow=build(0, preset.held_out_frames, "narrow", "narrow", NARROW_FAMILIES, None),
         wide=build(0, preset.held_out_frames, "wide", "wide", None, None),
-        judge=build(preset.judge_frames, preset.train_valid_frames, "judge", "judge_valid", None, None))
+        judge=build(preset.judge_frames, preset.train_valid_frames, "judge", "judge_valid", None, None),
+        poses=build(preset.pose_library_frames, 0, "poses", "poses", None, None))
 
 
 def check_folder(out: Path, identity: dict) -> None:

@@ -5,7 +5,10 @@ training set whose arms stay on the wheel and in the lap, with a validation spli
 kind (the training side: what per-epoch validation and any choice of settings may look at);
 three held-out sets, never looked at before the final evaluation: `narrow` (the training
 families), `wide` (every family; its arms in families absent from training are the
-`new_pose_arms` subset); and the judge's own set of every family.
+`new_pose_arms` subset); the judge's own set of every family; and the pose library, a set of
+every family whose front-row arms are the poses the augmentation draws (`--arm-augment
+library`): what a practitioner takes from a pose collection of the activities in a car, never
+the frames of the held-out sets or the judge's.
 
 Steps, in order: the judge (NADS-Net on its own frames, longer than any condition, never used
 as guidance); the guidance network (NADS-Net on the training set); the GAN on the training
@@ -23,11 +26,12 @@ from pathlib import Path
 NARROW_FAMILIES = ("wheel", "lap")
 BASELINE = "real-only"
 JUDGE_SEED, GUIDANCE_SEED = 101, 102
-POOL_AUGMENT = "plausible"  # the arm augmentation of the pools' new poses
+POOL_AUGMENT = "library"  # the arm augmentation of the pools' new poses: arms of the pose library's people
 
 
 # Each set's seed is 1000 x --data-seed + its offset: the same --data-seed, the same sets.
-SET_SEED_OFFSETS = {"train": 11, "train_valid": 14, "narrow": 12, "wide": 13, "judge": 15, "judge_valid": 16}
+SET_SEED_OFFSETS = {"train": 11, "train_valid": 14, "narrow": 12, "wide": 13, "judge": 15, "judge_valid": 16,
+                    "poses": 17}
 
 
 def set_seed(data_seed: int, name: str) -> int:
@@ -83,6 +87,7 @@ class StudyPreset:
     train_valid_frames: int
     held_out_frames: int
     judge_frames: int
+    pose_library_frames: int  # frames of the pose library's set (its front-row arms are drawn)
     frame_size: tuple[int, int]
     main_seeds: int
     other_seeds: int
@@ -103,7 +108,7 @@ PRESETS = {
     # on --data-seed 0); the quick start's GAN for 12 epochs of those frames.
     "cpu": StudyPreset(
         name="cpu", train_frames=100, train_valid_frames=40, held_out_frames=300, judge_frames=400,
-        frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="off",
+        pose_library_frames=400, frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="off",
         nadsnet_flags=("--preset", "cpu", "--num-workers", "1", "--batch-size", "4", "--lr", "5e-4"),
         condition_epochs=30, judge_epochs=10,
         gan_flags=("--preset", "cpu", "--niter", "12", "--niter-decay", "0", "--num-workers", "1",
@@ -111,7 +116,7 @@ PRESETS = {
     # One GPU: 384 px and the seed's networks (both scripts' seed presets, AdamW for NADS-Net).
     "gpu": StudyPreset(
         name="gpu", train_frames=400, train_valid_frames=100, held_out_frames=400, judge_frames=2000,
-        frame_size=(640, 360), main_seeds=5, other_seeds=3, variants=8, amp="off",
+        pose_library_frames=2000, frame_size=(640, 360), main_seeds=5, other_seeds=3, variants=8, amp="off",
         nadsnet_flags=("--preset", "seed", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "1e-2",
                        "--lr-schedule", "cosine", "--batch-size", "8", "--num-workers", "8"),
         condition_epochs=40, judge_epochs=30,
@@ -124,7 +129,7 @@ def smoke(preset: StudyPreset) -> StudyPreset:
     """The preset's whole pipeline at 64 px with every training cut to two iterations or one
     epoch of 4 frames, 2 main seeds and 1 other, so that every step runs, validates and saves (tests)."""
     tiny = ("--image-size", "64", "--num-workers", "0")
-    return replace(preset, train_frames=4, train_valid_frames=2, held_out_frames=3, judge_frames=4,
+    return replace(preset, train_frames=4, train_valid_frames=2, held_out_frames=3, judge_frames=4, pose_library_frames=4,
                    frame_size=(160, 96), max_iterations=2, main_seeds=2, other_seeds=1, variants=2,
                    condition_epochs=1, judge_epochs=1, dose_fractions=(0.25,),
                    nadsnet_flags=(*preset.nadsnet_flags, *tiny, "--batch-size", "4", "--fpn-channels", "16",
@@ -164,6 +169,7 @@ class StudyData:
     narrow: DataSet
     wide: DataSet
     judge: DataSet
+    poses: DataSet  # the pose library: its training file's front-row arms
 
 
 @dataclass(frozen=True)
@@ -221,8 +227,11 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
     source = ("--annotations", str(data.train.train_annotations), "--images-dir", str(data.train.root / "Raw_Images"),
               "--masks-dir", str(data.train.root / "Seatbelt_Mask"))
 
+    library = ("--arm-pose-library", str(data.poses.train_annotations))
+
     def generate(name: str, mode: str, copies: int) -> Training:
-        argv = ("dataset", "--generator", str(generator), *source, "--arm-augment", mode, "--copies", str(copies),
+        poses = library if mode == "library" else ()
+        argv = ("dataset", "--generator", str(generator), *source, "--arm-augment", mode, *poses, "--copies", str(copies),
                 "--seed", str(data_seed), *amp,
                 "--out", str(pools_dir / name))
         return Training(f"pool-{name}", "generate", runs_dir / f"pool-{name}", argv, 0, output=pools_dir / name)
@@ -238,6 +247,8 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
             continue
         frames = () if condition.pool is None else ("--generated-frames", str(pool_annotations(pools_dir / condition.pool)))
         online = ("--generator-weights", str(generator)) if condition.online_generator else ()
+        if "library" in condition.flags:
+            online += library
         for seed in range(1, (preset.main_seeds if condition.main else preset.other_seeds) + 1):
             sets, watch = training_side, ()
             if condition.name == BASELINE and seed == 1:  # the overfitting curve: own frames beside wide ones
