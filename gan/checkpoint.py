@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from common.models.factory import infer_discriminator_config, infer_generator_co
 from common.run import Progress
 from common.runlog import RunLog
 from gan.model import GANModel
-from gan.options import discriminator_flags, generator_flags
+from gan.options import DISCRIMINATOR_SHAPE_FLAGS, GENERATOR_SHAPE_FLAGS, fitting_flags
 from gan.trainer import GANTrainer
 from gan.visualizer import GANVisualizer
 
@@ -51,9 +51,10 @@ class GANCheckpoint:
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
-        load_weights_strict(self.model.netG, state["netG"], f"{source} (generator)", generator_flags(state["generator_config"]))
-        load_weights_strict(self.model.netD, state["netD"], f"{source} (discriminator)",
-                            discriminator_flags(state["discriminator_config"]))
+        load_weights_strict(self.model.netG, state["netG"], f"{source} (generator)", self._fits(
+            "generator", state["generator_config"]))
+        load_weights_strict(self.model.netD, state["netD"], f"{source} (discriminator)", self._fits(
+            "discriminator", state["discriminator_config"]))
         try:
             self.trainer.load_state_dict(state["trainer"])
         except (ValueError, KeyError, RuntimeError) as error:
@@ -78,6 +79,19 @@ class GANCheckpoint:
             self.visualizer.display_once(epoch, progress.total_iterations, *self.trainer.display_images())
         self.visualizer.write_page(running=running)
 
+    def _fits(self, network: str, held: dict | Callable[[dict], dict], state_dict: dict | None = None) -> str:
+        """The flags this run needs to build `network` ('generator' or 'discriminator') as the file
+        holds it: `held` is its configuration, or reads it off `state_dict`. Every flag that
+        differs from this run is named, so that following the hint makes the file fit."""
+        if callable(held):
+            try:
+                held = held(state_dict)
+            except CheckpointError as error:
+                return f"no such network ({error})"
+        shape_flags = GENERATOR_SHAPE_FLAGS if network == "generator" else DISCRIMINATOR_SHAPE_FLAGS
+        flags = fitting_flags(held, self.configs[network], shape_flags)
+        return f"{flags} (this run differs in each)" if flags else ""
+
     def resume_without_state(self, directory: Path, log: RunLog) -> Progress | None:
         """Continue from the seed's files: `<which_epoch>_net_G/D.pth` and iter.txt."""
         g_path = directory / f"{self.which_epoch}_net_G.pth"
@@ -85,10 +99,11 @@ class GANCheckpoint:
         if not g_path.is_file():
             return None
         g_state = load_state_dict_file(g_path)
-        load_weights_strict(self.model.netG, g_state, g_path, _fits(generator_flags, infer_generator_config, g_state))
+        load_weights_strict(self.model.netG, g_state, g_path, self._fits("generator", infer_generator_config, g_state))
         if d_path.is_file():
             d_state = load_state_dict_file(d_path)
-            load_weights_strict(self.model.netD, d_state, d_path, _fits(discriminator_flags, infer_discriminator_config, d_state))
+            load_weights_strict(self.model.netD, d_state, d_path, self._fits("discriminator", infer_discriminator_config,
+                                                                             d_state))
         else:
             log.info(f"WARNING: {d_path} not found: the discriminator starts afresh")
         epoch, samples = read_iteration_record(directory) or (1, 0)
@@ -96,14 +111,6 @@ class GANCheckpoint:
         log.info(f"continuing from {g_path.name} (no training state: optimisers start afresh) at epoch {epoch}, "
                  f"after {progress.epoch_batches} batch(es)")
         return progress
-
-
-def _fits(flags, infer, state_dict: dict) -> str:
-    """The flags of the network a state dict holds, or what else it holds."""
-    try:
-        return flags(infer(state_dict))
-    except CheckpointError as error:
-        return f"no such network ({error})"
 
 
 def read_iteration_record(directory: Path) -> tuple[int, int] | None:

@@ -156,24 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def generator_flags(config: dict[str, Any]) -> str:
-    """The flags that build a generator of this configuration (for error hints)."""
-    flags = f"--ngf {config['ngf']}"
-    if config.get("spade_hidden", 128) != 128:
-        flags += f" --spade-hidden {config['spade_hidden']}"
-    if config.get("num_upsampling_layers", "normal") != "normal":
-        flags += f" --num-upsampling-layers {config['num_upsampling_layers']}"
-    return flags + (f" --image-size {config['crop_size']}" if config.get("crop_size") else "")
+# The options that set the shapes of the networks' weights (the image size does not: it only
+# sets the generator's start grid), with the configuration key each one sets.
+GENERATOR_SHAPE_FLAGS = {"ngf": "--ngf", "spade_hidden": "--spade-hidden", "num_upsampling_layers": "--num-upsampling-layers"}
+DISCRIMINATOR_SHAPE_FLAGS = {"ndf": "--ndf", "n_layers": "--n-layers-d", "num_D": "--num-d"}
 
 
-def discriminator_flags(config: dict[str, Any]) -> str:
-    """The flags that build a discriminator of this configuration (for error hints)."""
-    flags = f"--ndf {config['ndf']}"
-    if config.get("n_layers", 4) != 4:
-        flags += f" --n-layers-d {config['n_layers']}"
-    if config.get("num_D", 2) != 2:
-        flags += f" --num-d {config['num_D']}"
-    return flags
+def fitting_flags(held: dict[str, Any], own: dict[str, Any], shape_flags: dict[str, str]) -> str:
+    """For error hints: every flag of `shape_flags` {config key: flag} whose value in `held` (the
+    file's configuration) differs from `own` (this run's), e.g. '--ngf 64 --spade-hidden 128';
+    empty when none differs (then no flag can make the file fit)."""
+    return " ".join(f"{flag} {held[key]}" for key, flag in shape_flags.items() if key in held and held[key] != own.get(key))
 
 
 def check_sizes(options: argparse.Namespace) -> None:

@@ -19,10 +19,10 @@ from common.checkpoints import load_weights_strict, save_network
 from common.errors import CheckpointError
 from common.run import Progress
 from nadsnet_pvt.options import nadsnet_flags
+from nadsnet_pvt.run_files import BEST_WEIGHTS
 from nadsnet_pvt.trainer import NADSNetTrainer
 from nadsnet_pvt.visualizer import NADSNetVisualizer
 
-BEST_WEIGHTS = "nadsnet_best.pth"
 
 
 class NADSNetCheckpoint:

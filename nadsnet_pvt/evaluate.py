@@ -39,8 +39,12 @@ from common.models.nadsnet import NADSNetOutput
 from common.options import check_amp, image_size_value, non_negative_int, positive_int
 from common.pose import NUM_KEYPOINTS
 from nadsnet_pvt.metrics import COUNT_SIZE, ValidationMetrics, format_keypoint_table, format_overall
+from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
 
 PROG = "python -m nadsnet_pvt.evaluate"
+# --run DIR: each data flag from the run's validation options (older files may leave them unset)
+RUN_DATA = {"annotations": ("valid_annotations",), "images_dir": ("valid_images_dir", "images_dir"),
+            "masks_dir": ("valid_masks_dir", "masks_dir")}
 # on_batch(batch, images on the device (B, 3, S, S), predictions (heatmaps, pafs, seatbelt or None))
 BatchHook = Callable[[dict, torch.Tensor, tuple], None]
 # reduce(counts) -> counts, or None after changing them in place (torch.distributed.all_reduce)
@@ -161,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "losses, PCK@5/@10, PCKt@0.2, mean error, per-keypoint table, seatbelt IoU/Dice.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--weights", type=Path, required=True, help="NADS-Net weights (.pth)")
-    parser.add_argument("--annotations", type=Path, required=True, help="annotation JSON in the seed's format")
-    parser.add_argument("--images-dir", type=Path, required=True, help="folder of <image_id>.png frames")
-    parser.add_argument("--masks-dir", type=Path, required=True, help="folder of <image_id>.png seatbelt masks")
+    parser.add_argument("--weights", type=Path, default=None, help="NADS-Net weights (.pth, or a training state)")
+    parser.add_argument("--run", type=Path, default=None, help=RUN_HELP + ", and its validation set in place of "
+                        "--annotations, --images-dir and --masks-dir (each flag given wins)")
+    parser.add_argument("--annotations", type=Path, default=None, help="annotation JSON in the seed's format")
+    parser.add_argument("--images-dir", type=Path, default=None, help="folder of <image_id>.png frames")
+    parser.add_argument("--masks-dir", type=Path, default=None, help="folder of <image_id>.png seatbelt masks")
     parser.add_argument("--image-size", type=image_size_value, default=None,
                         help="input size in pixels; default: the checkpoint's (it must match it)")
     parser.add_argument("--batch-size", type=positive_int, default=4)
@@ -240,7 +246,7 @@ def run(args: argparse.Namespace) -> Evaluation:
 def parse_options(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """The options (device resolved: --device, else cuda when available, else cpu) and no messages.
     Raises SystemExit(2) or OptionError on a bad option."""
-    args = build_parser().parse_args(argv)
+    args = fill_from_run(build_parser().parse_args(argv), RUN_DATA)
     try:
         args.device = str(parse_device(args.device)) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     except ValueError as error:

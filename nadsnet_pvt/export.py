@@ -44,6 +44,7 @@ from common.errors import OptionError, first_line
 from common.files import write_atomic
 from common.models.factory import load_nadsnet
 from common.options import image_size_value
+from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; lower ones go through a version converter
 # PVT's LayerNorms export as LayerNormalization, an op since opset 17; the version converter
@@ -55,6 +56,7 @@ EXAMPLE_BATCH = 2  # batch of the example the graph is traced with
 CHECK_BATCH = 3  # batch of the parity check: differs from EXAMPLE_BATCH to exercise the dynamic axis
 TOLERANCE = 1e-4  # max |difference| / max |reference|, per output
 _PROG = "python -m nadsnet_pvt.export"
+RUN_EXPORT = "nadsnet.onnx"  # --run DIR without --out: the model beside the run's weights
 
 
 class ExportError(RuntimeError):
@@ -87,11 +89,17 @@ def _opset_option(text: str) -> int:
 
 def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog=_PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, required=True, help="NADS-Net weights (this project's .pth with its .json, or the seed's)")
-    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--weights", type=Path, default=None, help="NADS-Net weights (this project's .pth with its .json, a training state, or the seed's)")
+    parser.add_argument("--run", type=Path, default=None, help=RUN_HELP + f"; --out defaults to DIR/{RUN_EXPORT}")
+    parser.add_argument("--out", type=Path, default=None, help="the .onnx file to write")
     parser.add_argument("--image-size", type=image_size_value, default=None, help="input size S (default: the network's)")
     parser.add_argument("--opset", type=_opset_option, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    return parser.parse_args(argv)
+    options = fill_from_run(parser.parse_args(argv))
+    if options.out is None:
+        if options.run is None:
+            raise OptionError("--out", "give the .onnx file to write (or --run DIR, which writes DIR/" + RUN_EXPORT + ")")
+        options.out = options.run / RUN_EXPORT
+    return options
 
 
 def load_for_export(weights: Path, image_size: int | None) -> tuple[nn.Module, int]:

@@ -56,6 +56,7 @@ from common.files import write_text_atomic
 from common.models.factory import load_nadsnet
 from common.options import image_size_value, positive_int
 from common.visualize import draw_skeleton, overlay_mask, save_png
+from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
 from nadsnet_pvt.inference import People, predict_people
 
 PREDICTIONS_FILE = "predictions.json"
@@ -69,13 +70,14 @@ PROG = "python -m nadsnet_pvt.predict"
 
 def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, required=True, help="NADS-Net weights (this project's .pth with its .json, or the seed's)")
+    parser.add_argument("--weights", type=Path, default=None, help="NADS-Net weights (this project's .pth with its .json, a training state, or the seed's)")
+    parser.add_argument("--run", type=Path, default=None, help=RUN_HELP)
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="folders (searched recursively) and/or image files")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--image-size", type=image_size_value, default=None, help="network input size S (default: the network's)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default 8)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
-    return parser.parse_args(argv)
+    return fill_from_run(parser.parse_args(argv))
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,21 @@ from common.run import Run, RunSpec
 from common.sampling import ResumableSampler
 from common.rendering import GeneratedSamples
 from nadsnet_pvt.batch import BatchRecipe
-from nadsnet_pvt.checkpoint import BEST_WEIGHTS, NADSNetCheckpoint
+from nadsnet_pvt.checkpoint import NADSNetCheckpoint
 from nadsnet_pvt.evaluate import Evaluation, evaluate
 from nadsnet_pvt.metrics import format_keypoint_table
 from nadsnet_pvt.options import parse_options
+from nadsnet_pvt.run_files import BEST_WEIGHTS, LOG_FILE, METRICS_FILE, OPTIONS_FILE, STATE_FILE
 from nadsnet_pvt.trainer import NADSNetTrainer
 from nadsnet_pvt.visualizer import NADSNetVisualizer
 
 SPEC = RunSpec(
     name="NADS-Net",
-    state_file="nadsnet_train_state.pth",
+    state_file=STATE_FILE,
     state_format="nadsnet-train-state/2",
-    log_file="nadsnet_log.txt",
-    options_file="nadsnet_opt.txt",
-    metrics_file="nadsnet_metrics.jsonl",
+    log_file=LOG_FILE,
+    options_file=OPTIONS_FILE,
+    metrics_file=METRICS_FILE,
     messages_to_log=True,
     resume_keys=("batch_size", "image_size", "include_background", "gan_fraction", "arm_augment", "seed", "lr_schedule",
                  "generated"),

@@ -112,6 +112,18 @@ class StudyClock:
         write_text_atomic(f"{self.minutes():.3f}\n", self.path)
 
 
+def precision_line(amp: str) -> str:
+    """The study's first line: its pinned precision (one for every machine, so that results
+    compare), and whether this CPU computes it natively (else each step runs slower)."""
+    from common.devices import cpu_bf16_supported
+
+    if amp != "bf16":
+        return f"precision: {'float32' if amp == 'off' else amp} (pinned by the preset)"
+    native = "this CPU computes bfloat16 natively" if cpu_bf16_supported() else (
+        "this CPU has no native bfloat16, so CPU steps run slower than the estimates (the results are comparable)")
+    return f"precision: bf16 autocast (pinned by the preset); {native}"
+
+
 def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
     preset = smoke(PRESETS[options.preset]) if options.smoke else PRESETS[options.preset]
     if options.seeds is not None:
@@ -119,6 +131,7 @@ def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
                          other_seeds=min(preset.other_seeds, options.seeds))
     out = options.out
     check_folder(out, {"preset": preset.name, "smoke": bool(options.smoke), "data_seed": options.data_seed})
+    print(precision_line(preset.amp))
     clock = StudyClock(out)
     data = build_data(preset, out, options.data_seed)
     plan = trainings(preset, out, data, options.data_seed, options.conditions)
@@ -140,7 +153,7 @@ def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
     judge = next(training for training in plan if training.name == "judge")
     pools_dir = out / "pools"
     config = {"preset": asdict(preset), "data_seed": options.data_seed, "amp": preset.amp,
-              "conditions": {c.name: c.summary for c in conditions(preset.dose_fractions)},
+              "conditions": {c.name: c.summary for c in conditions(preset.main_dose, preset.dose_fractions)},
               "trainings": [{"name": t.name, "argv": list(t.argv)} for t in plan]}
     report = build_report(results, counts, faithfulness(judge, data.train, pools_dir), overfitting(plan),
                           _plain(config), clock.minutes())

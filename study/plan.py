@@ -52,20 +52,25 @@ class Condition:
     summary: str = ""
 
 
-def conditions(dose_fractions: tuple[float, ...] = (0.25, 0.75)) -> list[Condition]:
-    """The study's conditions; `generated` against `real-only` is the primary comparison."""
+def conditions(main_dose: float = 1.0, dose_fractions: tuple[float, ...] = (0.25, 0.5)) -> list[Condition]:
+    """The study's conditions; `generated` against `real-only` is the primary comparison.
+    `main_dose` is the generated share (of a batch's real count, added) of oracle, generated,
+    generated-unchanged and generated-online; `dose_fractions` the other shares of generated."""
     add = ("--generated", "add")
+    main = ("--gan-fraction", f"{main_dose:g}")
+    share = f"{main_dose:.0%} of a batch's real count"
     found = [
         Condition(BASELINE, ("--gan-fraction", "0"), main=True, summary="real frames only"),
-        Condition("oracle", (*add, "--gan-fraction", "0.5"), pool="oracle", main=True,
-                  summary="the perfect generator: the synthetic renderer's own frames in the new poses, added"),
-        Condition("generated", (*add, "--gan-fraction", "0.5"), pool="gan", main=True,
-                  summary="the GAN's frames in new poses, added (the primary comparison)"),
-        Condition("generated-unchanged", (*add, "--gan-fraction", "0.5"), pool="gan-unchanged",
-                  summary="the GAN's frames in the training poses as they are, added: the cost of the frames themselves"),
-        *(Condition(f"generated-{share:g}", (*add, "--gan-fraction", f"{share:g}"), pool="gan",
-                    summary=f"as generated, with {share:.0%} of a batch's real count added") for share in dose_fractions),
-        Condition("generated-online", (*add, "--gan-fraction", "0.5", "--arm-augment", POOL_AUGMENT, "--generator-eval"),
+        Condition("oracle", (*add, *main), pool="oracle", main=True,
+                  summary=f"the perfect generator: the synthetic renderer's own frames in the new poses, {share} added"),
+        Condition("generated", (*add, *main), pool="gan", main=True,
+                  summary=f"the GAN's frames in new poses, {share} added (the primary comparison)"),
+        Condition("generated-unchanged", (*add, *main), pool="gan-unchanged",
+                  summary="the GAN's frames in the training poses as they are, added: the cost (or the gain) of more "
+                  "frames per step that show nothing new"),
+        *(Condition(f"generated-{dose:g}", (*add, "--gan-fraction", f"{dose:g}"), pool="gan",
+                    summary=f"as generated, with {dose:.0%} of a batch's real count added") for dose in dose_fractions),
+        Condition("generated-online", (*add, *main, "--arm-augment", POOL_AUGMENT, "--generator-eval"),
                   online_generator=True,
                   summary="as generated, but the GAN renders a new pose drawn at every step instead of one of the "
                   "pool's: whether rendering once ahead changes the recipe"),
@@ -98,17 +103,19 @@ class StudyPreset:
     judge_epochs: int
     gan_flags: tuple[str, ...]
     max_iterations: int | None = None  # smoke: every training cut to this many iterations
-    dose_fractions: tuple[float, ...] = (0.25, 0.75)
+    main_dose: float = 1.0  # generated frames added per real one in the main conditions
+    dose_fractions: tuple[float, ...] = (0.25, 0.5)  # generated's other shares (the dose-response)
 
 
 PRESETS = {
     # 2-core CPU: the quick start's NADS-Net (128 px, narrow FPN) on 100 frames, long enough
     # (30 epochs, a cosine schedule settling at the end) that real-only overfits, at half the
-    # quick start's peak lr so that seeds do not scatter (README "Where the study stands", found
-    # on --data-seed 0); the quick start's GAN for 12 epochs of those frames.
+    # quick start's peak lr so that seeds do not scatter, with as many generated frames added
+    # as real ones, in bfloat16 (README "Where the study stands": each choice made on
+    # --data-seed 0); the quick start's GAN for 12 epochs of those frames.
     "cpu": StudyPreset(
         name="cpu", train_frames=100, train_valid_frames=40, held_out_frames=300, judge_frames=400,
-        pose_library_frames=400, frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="off",
+        pose_library_frames=400, frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="bf16",
         nadsnet_flags=("--preset", "cpu", "--num-workers", "1", "--batch-size", "4", "--lr", "5e-4"),
         condition_epochs=30, judge_epochs=10,
         gan_flags=("--preset", "cpu", "--niter", "12", "--niter-decay", "0", "--num-workers", "1",
@@ -242,7 +249,7 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
                    "--out", str(pools_dir / "oracle"))
     pool_oracle = Training("pool-oracle", "oracle", runs_dir / "pool-oracle", oracle_argv, 0, output=pools_dir / "oracle")
     steps = [judge, guidance, gan, pool_gan, pool_unchanged, pool_oracle]
-    for condition in conditions(preset.dose_fractions):
+    for condition in conditions(preset.main_dose, preset.dose_fractions):
         if only is not None and condition.name not in only:
             continue
         frames = () if condition.pool is None else ("--generated-frames", str(pool_annotations(pools_dir / condition.pool)))

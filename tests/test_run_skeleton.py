@@ -288,6 +288,47 @@ def test_a_run_stopped_inside_its_first_epoch_leaves_weights_evaluate_accepts(ti
     assert "PCKt@0.2" in capsys.readouterr().out
 
 
+def test_evaluate_predict_and_export_take_weights_and_data_from_a_run_folder(tiny_dataset_dir, tmp_path, capsys):
+    """--run DIR: the run's weights (its best, else its training state's) and, for evaluate, its
+    validation set; each flag given wins; a folder that holds no run is one line, exit 2."""
+    import json
+
+    from nadsnet_pvt.evaluate import main as evaluate_main
+    from nadsnet_pvt.evaluate import parse_options as evaluate_options
+    from nadsnet_pvt.export import parse_options as export_options
+    from nadsnet_pvt.predict import main as predict_main
+    from nadsnet_pvt.train import main as train_main
+
+    data = tiny_dataset_dir(num_images=6, width=96, height=80)
+    folder = tmp_path / "run"
+    assert train_main(nadsnet_argv(data, folder, "--max-iterations", "1", "--num-workers", "0")) == 0
+    args, _ = evaluate_options(["--run", str(folder), "--device", "cpu"])
+    assert args.weights == folder / "nadsnet_train_state.pth"  # stopped inside its first epoch: no best yet
+    assert (args.annotations, args.images_dir, args.masks_dir) == (data.annotation_file, data.images_dir, data.masks_dir)
+    elsewhere = tmp_path / "other.json"
+    args, _ = evaluate_options(["--run", str(folder), "--annotations", str(elsewhere), "--device", "cpu"])
+    assert args.annotations == elsewhere and args.images_dir == data.images_dir
+    (folder / "nadsnet_best.pth").write_bytes(b"")
+    assert export_options(["--run", str(folder)]).weights == folder / "nadsnet_best.pth"
+    assert export_options(["--run", str(folder)]).out == folder / "nadsnet.onnx"
+    (folder / "nadsnet_best.pth").unlink()
+
+    capsys.readouterr()
+    assert evaluate_main(["--run", str(folder), "--num-workers", "0", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["weights"] == str(folder / "nadsnet_train_state.pth")
+    assert predict_main(["--run", str(folder), "--images", str(data.images_dir), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "predictions.json").is_file()
+
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert evaluate_main(["--run", str(empty)]) == 2
+    assert "holds neither nadsnet_best.pth nor nadsnet_train_state.pth" in capsys.readouterr().err
+    assert evaluate_main(["--annotations", str(data.annotation_file)]) == 2
+    assert "--run DIR" in capsys.readouterr().err
+    assert not (empty / "nadsnet.onnx").exists()
+
+
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of every event file in `folder`, as TensorBoard shows them
     (events hidden by a continued run's purge left out)."""

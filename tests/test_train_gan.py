@@ -16,7 +16,8 @@ import torch
 
 from common.checkpoints import load_network_config, load_state_dict_file, save_network
 from common.devices import process_devices, resolve_devices
-from common.models.factory import build_nadsnet, load_generator
+from common.errors import CheckpointError
+from common.models.factory import build_nadsnet, load_generator, load_nadsnet
 from gan.options import CPU_PRESET, SEED_PRESET, parse_options
 from gan.train import TRAIN_STATE, train
 
@@ -102,6 +103,11 @@ def test_continue_from_seed_format_checkpoints(tiny_dataset_dir, tmp_path):
     data = tiny_dataset_dir(num_images=4, width=96, height=80)
     source = tmp_path / "source"
     first = run_training(tiny_args(data, source, "--niter", "1"))
+    from_state, config = load_generator(source / TRAIN_STATE)  # where a generator file is asked, a state serves
+    assert config["ngf"] == 4 and all(torch.equal(value, first.netG.state_dict()[key])
+                                      for key, value in from_state.state_dict().items())
+    with pytest.raises(CheckpointError, match="a training state without a NADS-Net"):
+        load_nadsnet(source / TRAIN_STATE)
     seed_dir = tmp_path / "seed_layout"
     seed_dir.mkdir()
     torch.save(first.netG.state_dict(), seed_dir / "latest_net_G.pth")
@@ -114,6 +120,26 @@ def test_continue_from_seed_format_checkpoints(tiny_dataset_dir, tmp_path):
         not torch.equal(value, first.netG.state_dict()[key]) for key, value in resumed.netG.state_dict().items()
     )
     assert changed  # it trained epoch 2 on top of the loaded weights
+
+
+def test_continuing_seed_files_names_every_flag_that_differs_and_following_it_works(tiny_dataset_dir, tmp_path, capsys):
+    """Seed files (no configuration beside them) of a generator with the seed's SPADE hidden width,
+    continued with the cpu preset (a narrower one) and another --ngf: the refusal names both
+    flags, and the run given them continues."""
+    from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
+    from gan.train import main
+
+    data = tiny_dataset_dir(num_images=4, width=96, height=80)
+    seed_dir = tmp_path / "seed_layout"
+    seed_dir.mkdir()
+    torch.save(build_generator(generator_config(8, 64, spade_hidden=128)).state_dict(), seed_dir / "latest_net_G.pth")
+    torch.save(build_discriminator(discriminator_config(4)).state_dict(), seed_dir / "latest_net_D.pth")
+    (seed_dir / "iter.txt").write_text("1\n0\n")
+    argv = tiny_args(data, seed_dir, "--continue-train", "--niter", "1", "--max-iterations", "1")
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "it fits --ngf 8 --spade-hidden 128" in error[0], error
+    assert main([*argv, "--ngf", "8", "--spade-hidden", "128"]) == 0
 
 
 def test_guidance_on_with_a_nadsnet_checkpoint(tiny_dataset_dir, tmp_path, capsys):

@@ -178,11 +178,25 @@ def infer_nadsnet_config(state_dict: dict[str, torch.Tensor], image_size: int = 
     return config
 
 
+def _weights_and_config(path: str | Path, network_part: str, config_part: str, what: str) -> tuple[dict, dict | None]:
+    """(state dict, configuration or None) of a weights file (its configuration: the JSON beside
+    it), or of a training state holding the network (`what`, in words) as `network_part` with
+    `config_part`."""
+    data = load_file(path, "weights file")
+    parts = data.get("parts") if isinstance(data, dict) else None
+    if isinstance(parts, dict) and network_part in parts and config_part in parts:
+        return state_dict_of(parts[network_part], path), dict(parts[config_part])
+    if isinstance(parts, dict):
+        held = ", ".join(name for name in parts if isinstance(parts[name], dict) and not name.endswith("_config"))
+        raise CheckpointError(f"{path} is a training state without {what} (it holds {held})")
+    return state_dict_of(data, path), load_network_config(path)
+
+
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """A generator from a weights file, with its configuration (the JSON beside it, else the
-    seed's configuration inferred from the shapes). Raises CheckpointError on a mismatch."""
-    state_dict = load_state_dict_file(path)
-    config = load_network_config(path)
+    seed's configuration inferred from the shapes), or from a GAN training state
+    (gan_train_state.pth: the generator it was saved with). Raises CheckpointError on a mismatch."""
+    state_dict, config = _weights_and_config(path, "netG", "generator_config", "a generator")
     if config is None:
         if "fc.weight" not in state_dict:
             raise CheckpointError(f"{path} is not a SPADE generator: it holds {describe_state_dict(state_dict)}")
@@ -201,12 +215,7 @@ def load_nadsnet(
 
     `image_size`, when given, must equal the file's (position embeddings are sized for it).
     """
-    data = load_file(path, "weights file")
-    parts = data.get("parts") if isinstance(data, dict) else None
-    if isinstance(parts, dict) and "nadsnet" in parts and "nadsnet_config" in parts:
-        state_dict, config = state_dict_of(parts["nadsnet"], path), dict(parts["nadsnet_config"])
-    else:
-        state_dict, config = state_dict_of(data, path), load_network_config(path)
+    state_dict, config = _weights_and_config(path, "nadsnet", "nadsnet_config", "a NADS-Net")
     if config is None:
         if describe_state_dict(state_dict) != "a NADS-Net":
             raise CheckpointError(f"{path} is not a NADS-Net: it holds {describe_state_dict(state_dict)}")
