@@ -1,6 +1,6 @@
 """`python -m benchmarks gpu-check --json`: the checks that need a GPU, as one script.
 
-On a GPU (about 4 minutes on one card), one JSON line each:
+On a GPU, one JSON line each:
 1. `gan-iteration` at 384 px, ngf 64, batch 1, every loss on (hinge, feature matching, VGG19,
    NADS-Net guidance), in fp32, bf16 and fp16: time and peak allocated memory (the goal:
    under 10 GB with mixed precision, so one 11 GB card holds what the seed needed two for);

@@ -4,7 +4,7 @@ Rows: the numpy renderers the data loader uses, at NADS-Net's 96 x 96 stride-4 g
 GAN's 384 x 384 stride-1 grid, and the batched torch renderers on the CPU (B = 1) at both; on a
 machine with CUDA, the torch renderers on the GPU for a batch of 8 too. CPU rows run with one
 torch thread (numpy's element-wise work is single-threaded anyway), so they show the cost per
-data-loader worker. The seed's per-cell loops took about 1.2 s per sample at 384 x 384.
+data-loader worker. The seed rendered with per-cell Python loops, which these replace.
 
     python -m benchmarks.maps [--iters 50] [--json]
 """

@@ -14,8 +14,7 @@ autograd, stored statistics untouched --, the label maps rendered on NADS-Net's 
 geometric augmentation with `geometric_generator(seed, epoch, batch)`) + `NADSNetTrainer.train_step`
 (forward, loss, backward, optimiser step). Both networks have random weights (NADS-Net built as
 train_nadsnet.py builds it, seed 0). Input: a synthetic collated batch (random images, a
-seatbelt band, two seated people). `--gan-fraction 0` measures plain training (the seed's
-reference: ~24 s at batch 4, 384 px).
+seatbelt band, two seated people). `--gan-fraction 0` measures plain training.
 """
 
 from __future__ import annotations

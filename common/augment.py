@@ -52,7 +52,7 @@ LIBRARY_TRIES = 50  # 'library': the same
 ARM_AWAY = (-1.0, 1.0)  # per arm of ARMS: the x direction away from the body (the right arm is on the image's left)
 
 SCALE_TENTHS = tuple(range(3, 11))  # scales 0.3, 0.4, ..., 1.0, in tenths for exact arithmetic
-# The canvas around a shrunk image is this grey pixel value (SPEC 6); callers normalise it
+# The canvas around a shrunk image is this grey pixel value, as in the seed; callers normalise it
 # like any pixel, e.g. common.imaging.imagenet_value_of(CANVAS_GREY_PIXEL), for `image_fill`.
 CANVAS_GREY_PIXEL = 128
 
@@ -241,7 +241,7 @@ def map_placement(offset: int, tenths: int, size: int, map_size: int) -> tuple[i
     """(map offset, map side) along one axis for an image pasted at `offset` input pixels.
 
     The map offset is the seed's half-to-even round(offset / stride), lowered where needed so
-    the shrunk map always fits its `map_size` canvas (SPEC 6). With half-to-even rounding and
+    the shrunk map always fits its `map_size` canvas. With half-to-even rounding and
     sizes that are multiples of 32 the lowering never triggers (checked up to 2048); with
     half-up rounding, or other sizes, it can.
     """
@@ -267,7 +267,7 @@ def geometric_augment(
     global_batch: int | None = None,
     smallest_tenths: int = SCALE_TENTHS[0],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Shrink every sample by a random factor per axis and place it at a random spot (SPEC 6).
+    """Shrink every sample by a random factor per axis and place it at a random spot.
 
     images: (B, 3, S, S) normalised; seatbelt: (B, 1, S, S) in {0, 1};
     heatmaps: (B, C, S/4, S/4) (C = 9, or 10 with the background channel last);

@@ -1,5 +1,10 @@
 """What the training scripts share on the command line: one-line option errors and exit codes.
 
+The user's mistakes (options, data, checkpoints, folders) are the project's own error types
+(common.errors) and the operating system's refusals of a path or device (OSError: a missing or
+unreadable file, a full disk), each reported as one line; any other exception is a bug and
+keeps its traceback.
+
 Exit codes (README "After a crash"): 0 done; 1 an error a user can fix (bad data, a refused
 checkpoint, a folder in use, a non-finite loss, a failed save), one line on stderr, no
 traceback (in a distributed job, only the process it happened on says it); 2 an option value
@@ -49,7 +54,7 @@ def run_script(
     except OptionError as error:
         say(f"{prog}: error: {error}", error)
         return EXIT_BAD_OPTIONS
-    except (*USER_ERRORS, *errors, ValueError) as error:
+    except (*USER_ERRORS, *errors) as error:
         say(f"error: {error}", error)
         return EXIT_ERROR
     except OSError as error:

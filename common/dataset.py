@@ -1,6 +1,6 @@
 """The seed's annotated frames as a PyTorch dataset: image, seatbelt mask and people's poses.
 
-Annotation format (SPEC 1): a JSON object whose `annotations` list holds objects with
+Annotation format: a JSON object whose `annotations` list holds objects with
 `"label"`, `"image_id"` and `"keypoints"`. Only `"label": "Person"` is used. `image_id` is a
 path relative to the images and masks folders, without extension; backslashes mean `/`.
 `keypoints` is a flat list of 27 numbers, (x, y, v) for each of the 9 keypoints of
@@ -37,7 +37,7 @@ from common.stopping import ignore_stop_signals
 
 PERSON_LABEL = "Person"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # tried in this order
-MASK_THRESHOLD = 0.5  # resized mask values above this are belt (SPEC 4 fix of the seed's uint8 cast)
+MASK_THRESHOLD = 0.5  # resized mask values above this are belt (the seed's uint8 cast lost thin belts)
 VALUES_PER_ANNOTATION = 3 * NUM_KEYPOINTS
 _MAX_LISTED_FILES = 5
 
@@ -84,7 +84,7 @@ def load_seatbelt_mask(path: str | os.PathLike, image_size: int) -> np.ndarray:
     Takes the first channel of the file as OpenCV decodes it (the grey value of a grey PNG),
     divides by the type's maximum (255, or 65535 for 16-bit), resizes bicubically to
     image_size x image_size and thresholds at 0.5. (The seed cast the resized mask to uint8,
-    which kept only pixels that were exactly 1.0, so thin belts vanished; SPEC 4.)
+    which kept only pixels that were exactly 1.0, so thin belts vanished.)
 
     Returns float32 (1, S, S) with values in {0, 1}.
     Raises DataError naming the file when it cannot be decoded.
@@ -267,7 +267,7 @@ class PoseDataset(torch.utils.data.Dataset):
             S x S input, NaN where missing (v = 0, or a negative coordinate).
 
     Labelled keypoints beyond the right or bottom edge (x >= width or y >= height) are kept,
-    with coordinates >= S, as the seed kept them (SPEC 1): their heatmap tails and limbs reach
+    with coordinates >= S, as the seed kept them: their heatmap tails and limbs reach
     into the frame. The metrics skip them. One warning gives their count for the whole file.
 
     Note: `set_epoch` changes this object; DataLoader workers get a copy when an epoch's

@@ -13,19 +13,21 @@ from typing import Any, Iterable
 
 import torch
 
+from common.errors import OptionError
+
 
 def parse_device(name: str) -> torch.device:
     """'cpu', 'cuda', 'cuda:1', 'mps' -> torch.device, with a clear error if it does not exist."""
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"unknown device {name!r}: {error}") from None
+        raise OptionError(f"unknown device {name!r}: {error}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for, but no CUDA GPU is available")
+            raise OptionError(f"device {name!r} was asked for, but no CUDA GPU is available")
         index = device.index if device.index is not None else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(
+            raise OptionError(
                 f"device {name!r} was asked for, but only {torch.cuda.device_count()} GPU(s) exist"
             )
         device = torch.device("cuda", index)
@@ -47,7 +49,7 @@ def process_devices(local_rank: int, local_world_size: int, gpu_count: int) -> t
         return f"cuda:{2 * local_rank}", f"cuda:{2 * local_rank + 1}"
     if gpu_count >= local_world_size:
         return f"cuda:{local_rank}", f"cuda:{local_rank}"
-    raise ValueError(f"{local_world_size} processes on this machine but only {gpu_count} GPU(s): "
+    raise OptionError(f"{local_world_size} processes on this machine but only {gpu_count} GPU(s): "
                      f"run at most {gpu_count} processes per machine (torchrun --nproc_per_node)")
 
 
@@ -163,9 +165,9 @@ MMAP_THRESHOLD_BYTES = 1 << 20
 
 def convolution_memory_format(device: torch.device) -> torch.memory_format:
     """The layout the GAN's networks train in on `device`: channels_last on the CPU, where
-    oneDNN convolves NHWC tensors without reordering them to and from its blocked layout (a
-    384 px GAN iteration on a 2-core CPU: 26.0 s -> 24.6 s, benchmarks/README.md), the
-    default elsewhere (unmeasured on GPUs here, so left as the seed ran it)."""
+    oneDNN convolves NHWC tensors without reordering them to and from its blocked layout
+    (benchmarks/README.md), the default elsewhere (no gain shown on GPUs, so left as the seed
+    ran it)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
@@ -184,7 +186,7 @@ def _glibc() -> Any:
 
 
 # release_free_heap_pages acts only above this much free heap memory: below it the pages handed
-# back are faulted in again at the next step for little saving (64 px, batch 4: 13 % slower).
+# back are faulted in again at the next step, which costs more time than the memory saved is worth.
 RELEASE_ABOVE_FREE_BYTES = 256 << 20
 
 
@@ -218,10 +220,9 @@ def release_free_heap_pages(device: torch.device, above_bytes: int = RELEASE_ABO
 
     glibc serves tensors of up to 32 MiB from its heaps, and the holes that freed activations
     leave there stay resident. Called where a GAN step has just freed a loss branch's
-    activations, it keeps the peak resident size close to the live tensors (384 px, 2-core CPU:
-    5.0 -> 4.6 GB, benchmarks/README.md) at no measurable cost in time, unlike
-    `return_freed_memory_to_os`, whose page faults cost about 20 %. Small runs hold little
-    free heap and are left alone (see RELEASE_ABOVE_FREE_BYTES).
+    activations, it keeps the peak resident size close to the live tensors (benchmarks/README.md)
+    at little cost in time, unlike `return_freed_memory_to_os`, whose page faults slow every
+    step. Small runs hold little free heap and are left alone (see RELEASE_ABOVE_FREE_BYTES).
     """
     if device.type != "cpu" or _glibc() is None:
         return False
@@ -238,9 +239,8 @@ def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bo
     By default glibc raises its mmap threshold (up to 32 MiB) every time a large block is
     freed, after which tensors of up to that size come from the heap, whose freed memory stays
     resident. Fixing the threshold (which also fixes the trim threshold) keeps the resident
-    size at the live tensors: at 384 px the lowest peak of the options measured
-    (benchmarks/README.md), paid for in page faults on fresh pages, about 20 % of the
-    iteration's time on a 2-core CPU. Returns False where it does not apply (not glibc).
+    size at the live tensors: the lowest peak of these options (benchmarks/README.md), paid
+    for in page faults on fresh pages at every step. Returns False where it does not apply (not glibc).
     """
     libc = _glibc()
     if libc is None:
@@ -250,9 +250,8 @@ def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bo
 
 
 def tune_allocator_for(lean_memory: bool, device: torch.device) -> bool:
-    """--lean-memory on a CPU run: return_freed_memory_to_os(). Off by default: at 384 px it
-    lowers the GAN iteration's peak resident memory from 4.62 to 4.49 GB and costs 11 % of its
-    time in page faults (23.1 -> 25.6 s, benchmarks/README.md)."""
+    """--lean-memory on a CPU run: return_freed_memory_to_os(). Off by default: it lowers
+    the peak resident memory only a little and costs time in page faults (benchmarks/README.md)."""
     if lean_memory and device.type == "cpu":
         return return_freed_memory_to_os()
     return False

@@ -1,6 +1,6 @@
 """Image value ranges and the conversions between them.
 
-Two conventions meet in this project (SPEC 4):
+Two conventions meet in this project:
 - GAN range: RGB in [-1, 1], i.e. (v / 255 - 0.5) / 0.5, the generator's tanh range.
 - ImageNet normalisation: (v / 255 - mean) / std per RGB channel, what NADS-Net and VGG expect.
 Tensors are (B, 3, H, W) or (3, H, W), RGB, float.
@@ -42,7 +42,7 @@ def imagenet_value_of(pixel: float) -> torch.Tensor:
 
 
 def gan_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One image (3, H, W) in [-1, 1] -> uint8 (H, W, 3) RGB, by (v + 1) / 2 * 255 (SPEC 11)."""
+    """One image (3, H, W) in [-1, 1] -> uint8 (H, W, 3) RGB, by (v + 1) / 2 * 255."""
     array = ((image.detach().float().cpu().clamp(-1, 1) + 1.0) * 0.5 * 255.0).round()
     return array.to(torch.uint8).permute(1, 2, 0).numpy()
 

@@ -1,4 +1,4 @@
-"""Label maps rendered from keypoints: keypoint heatmaps and part affinity fields (SPEC 3).
+"""Label maps rendered from keypoints: keypoint heatmaps and part affinity fields.
 
 The maps live on a grid of `height x width` cells with a `stride` in input pixels (1 for the
 GAN's full-resolution input, 4 for NADS-Net's output). Keypoints are (x, y) in input pixels;

@@ -111,8 +111,8 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
                          "bf16 on such a CPU, off elsewhere. Losses, normalisation statistics, attention, weights and "
                          "optimiser stay float32")
     devices.add_argument("--lean-memory", action="store_true",
-                         help="CPU: hand freed activation memory back to the OS at once (glibc): at 384 px 3%% lower "
-                         "peak memory than the default, 11%% slower")
+                         help="CPU: hand freed activation memory back to the OS at once (glibc): a little lower "
+                         "peak memory than the default, slower steps (page faults)")
 
     output = groups["output"]
     output.add_argument("--print-freq", type=non_negative_int, default=None, help="print the losses every N iterations (0 = off)")

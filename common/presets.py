@@ -5,9 +5,9 @@
 - `cpu`: NADS-Net at 128 px (its PCKt needs the resolution) and the GAN at 64 px (a quarter of
   the cost; its frames are resized to 128 px where NADS-Net uses them), on a synthetic set
   large enough to learn from: 600 training frames and 80
-  validation frames (about 150 people, 1,300 keypoints) drawn from another seed, so validation
-  sees new people and cabins. It is built once into the git-ignored `.cache/synthetic/` (about
-  a minute; a stopped build leaves nothing half-made) and reused by every later run.
+  validation frames drawn from another seed, so validation sees new people and cabins. It is
+  built once into the git-ignored `.cache/synthetic/` (a stopped build leaves nothing
+  half-made) and reused by every later run.
 Any data flag given on the command line replaces the preset's data (unset ones then default
 to `data_sample/`).
 """

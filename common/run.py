@@ -2,7 +2,7 @@
 
 A training loop reads (gan/train.py, nadsnet_pvt/train.py):
 
-    run = Run(options, SPEC, messages)           # log, stop requests, devices
+    run = Run(options, RUN_KIND, messages)       # log, stop requests, devices
     ... build data and networks (nothing written yet) ...
     with run.session(checkpoint, epochs):        # resume, folder lock; a clean end on a stop
         for epoch in run.epochs():

@@ -16,7 +16,7 @@ Work the seed did and nobody used is not done here, without changing any value:
 
 Images are (B, 3, S, S) RGB in [-1, 1] (the generator's tanh range). Where NADS-Net or VGG
 consume them they are converted to ImageNet normalisation, unless `image_range='seed'`
-reproduces the seed, which fed [-1, 1] images to both (SPEC 4).
+reproduces the seed, which fed [-1, 1] images to both.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from common.models.normalization import frozen_norm_statistics
 
 @dataclass
 class LossWeights:
-    """Weights of the G step's terms (SPEC 8); a term whose network is missing is off."""
+    """Weights of the G step's terms (the seed's by default); a term whose network is missing is off."""
 
     feat: float = 10.0
     vgg: float = 10.0
@@ -261,7 +261,7 @@ class GANModel(nn.Module):
         return losses
 
     def guidance_losses(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """NADS-Net on fake vs on real (SPEC 8): heatmap and PAF MSE, seatbelt Dice-BCE
+        """NADS-Net on fake vs on real: heatmap and PAF MSE, seatbelt Dice-BCE
         (empty when the guidance is off). `semantics` is unused (same signature as the other
         branches). NADS-Net may sit on another device and take another input size: the images
         are resized and moved there, the losses come back.

@@ -35,7 +35,7 @@ from common.options import (
 from common.pose import SEMANTIC_CHANNELS
 from common.presets import GAN_IMAGE_SIZE
 
-# The seed's settings (SPEC 8, 9, 11).
+# The seed's settings.
 SEED_PRESET = dict(
     image_size=GAN_IMAGE_SIZE["seed"],
     ngf=64,
@@ -53,13 +53,9 @@ SEED_PRESET = dict(
     amp="off",
 )
 
-# About 4 minutes on a 2-core CPU (README "Quick start"): 300 iterations of batch 4 on the
-# preset's synthetic set at 64 px, narrow SPADE embeddings (at this size the 128-channel
-# full-resolution mlp_shared convolutions are most of the generator's cost). Without VGG
-# weights (no download) and without a trained NADS-Net for the guidance, the hinge and feature
-# matching terms alone leave streaks after 300 iterations, and NADS-Net trained on such frames
-# learns little; with an L1 term against the real frame (x100) and lr 0.0005 (G 0.00025 under
-# TTUR), figures in the input poses appear within about 100 iterations and stay.
+# A short CPU run (README "Quick start"): 64 px and narrow SPADE embeddings, since the full-resolution
+# mlp_shared convolutions dominate the generator's cost. With no VGG weights and no trained NADS-Net on a fresh
+# clone, hinge and feature matching alone leave streaks; the L1 term and the higher lr make figures appear early.
 CPU_PRESET = dict(
     image_size=GAN_IMAGE_SIZE["cpu"],
     ngf=16,
@@ -137,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--lr", type=positive_float, default=None,
                        help="base learning rate (TTUR: G lr/2, D 2 lr)")
-    optim.add_argument("--beta1", type=adam_beta, default=0.0, help="Adam beta1, with and without TTUR (SPEC 9)")
-    optim.add_argument("--beta2", type=adam_beta, default=0.9, help="Adam beta2, with and without TTUR (SPEC 9)")
+    optim.add_argument("--beta1", type=adam_beta, default=0.0, help="Adam beta1, with and without TTUR, as the seed")
+    optim.add_argument("--beta2", type=adam_beta, default=0.9, help="Adam beta2, with and without TTUR, as the seed")
     optim.add_argument("--no-ttur", action="store_true", help="same lr for G and D (no two time-scale update rule)")
     optim.add_argument("--niter", type=non_negative_int, default=None, help="epochs at constant lr")
     optim.add_argument("--niter-decay", type=non_negative_int, default=None, help="epochs of linear decay to 0")
@@ -182,6 +178,8 @@ def check_sizes(options: argparse.Namespace) -> None:
     if options.image_size % step:
         raise OptionError(f"--image-size {options.image_size}",
                           f"--num-upsampling-layers {options.num_upsampling_layers} needs a multiple of {step}")
+    if options.num_upsampling_layers == "most" and options.ngf < 2:  # its last block halves ngf channels again
+        raise OptionError(f"--ngf {options.ngf}", "--num-upsampling-layers most needs --ngf 2 or more")
 
     config = discriminator_config(options.ndf, options.n_layers_d, options.num_d)
     size = options.image_size

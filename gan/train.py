@@ -32,7 +32,7 @@ from gan.options import parse_options, smallest_generator_batch
 from gan.trainer import GANTrainer
 from gan.visualizer import GANVisualizer
 
-SPEC = RunSpec(
+RUN_KIND = RunSpec(
     name="GAN",
     state_file="gan_train_state.pth",
     state_format="pose-gan-train-state/2",
@@ -43,12 +43,12 @@ SPEC = RunSpec(
     resume_keys=("batch_size", "image_size", "seed"),
     tensorboard_folder="gan",
 )
-TRAIN_STATE = SPEC.state_file
+TRAIN_STATE = RUN_KIND.state_file
 
 
 def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
     """Run the whole training; returns the model (its networks hold the final weights)."""
-    run = Run(options, SPEC, messages)
+    run = Run(options, RUN_KIND, messages)
     prepare_data(options, run.log, run.check_stop)
     devices = place_networks(options, run.log, run.job)
     run.settings["devices"] = f"GAN {devices.gan}, NADS-Net {devices.nadsnet}"
@@ -137,7 +137,7 @@ def load_training_data(options: argparse.Namespace, log) -> PoseDataset:
 
 
 def build_loader(options: argparse.Namespace, dataset: PoseDataset, device: torch.device, log, job=SINGLE_PROCESS):
-    """The seed's GAN loader: shuffled, the last incomplete batch kept (SPEC 9), except one too
+    """The seed's GAN loader: shuffled, the last incomplete batch kept, except one too
     small for the generator's batch norms or one the job's processes cannot share evenly (then
     it is left out, with a note). Each process loads its share of every batch."""
     smallest = smallest_generator_batch(options)
@@ -151,7 +151,7 @@ def build_loader(options: argparse.Namespace, dataset: PoseDataset, device: torc
 
 
 def build_model(options: argparse.Namespace, devices: Placement, log) -> tuple[GANModel, dict[str, dict]]:
-    """G, D (freshly initialised with the run's seed, SPEC 7), VGG and the NADS-Net guidance."""
+    """G, D (freshly initialised with the run's seed), VGG and the NADS-Net guidance."""
     torch.manual_seed(options.seed)
     configs = {"generator": dict(generator_config(options.ngf, options.image_size, options.num_upsampling_layers,
                                                   options.spade_hidden), image_range=options.image_range),

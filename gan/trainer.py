@@ -2,7 +2,7 @@
 
 Adam with betas (beta1, beta2) (default (0, 0.9)) and the two time-scale update rule (G at
 lr/2, D at 2 lr); the seed used the given betas with TTUR too (NVlabs SPADE forces (0, 0.9)
-there; SPEC 9). The learning rate is constant for `niter` epochs, then decays linearly over
+there). The learning rate is constant for `niter` epochs, then decays linearly over
 `niter_decay` epochs (NVlabs SPADE lowers it by lr / niter_decay at the end of every epoch
 past niter).
 """
@@ -138,7 +138,7 @@ class GANTrainer:
         return {name: value.detach() for name, value in losses.items()}
 
     def step(self, batch: dict[str, Any], generator_turn: bool, reuse_fake: bool = False) -> dict[str, torch.Tensor]:
-        """One iteration on a collated batch: a G update when it is G's turn (SPEC 9: on
+        """One iteration on a collated batch: a G update when it is G's turn (as in the seed: on
         iterations where i % D_steps_per_G == 0), then a D update. Returns the detached terms;
         raises NonFiniteLossError before the update whose loss is not finite."""
         semantics, real = self.model.prepare_batch(batch)

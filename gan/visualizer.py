@@ -1,6 +1,6 @@
 """The GAN's pictures: `web/images/epochNNN_iterNNNNNN_<label>.png` and `web/index.html`.
 
-Per display step, three pictures of the batch's first sample (SPEC 11): the input composite
+Per display step, three pictures of the batch's first sample, as the seed saved them: the input composite
 (per pixel, the max over the 26 input channels of |value|), the synthesized image and the
 real image, all mapped from [-1, 1] by (v + 1) / 2 * 255 (so the composite's 0 is mid-grey).
 The page lists the newest display steps first, then one step per earlier epoch, under a

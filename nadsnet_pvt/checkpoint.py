@@ -1,7 +1,7 @@
 """What a NADS-Net run saves beside its training state (common.run).
 
 - `nadsnet_best.pth` (+ `nadsnet_best.json`, its configuration): a plain state dict, written
-  when an epoch's validation loss is the lowest so far (SPEC 9); `train_gan.py` uses it for
+  when an epoch's validation loss is the lowest so far (the seed saved only then); `train_gan.py` uses it for
   its guidance by default;
 - the page `web/nadsnet.html`.
 The state's part: the network, the optimiser and scheduler, the best loss so far and the page.

@@ -5,10 +5,10 @@ Definitions (all on NADS-Net's outputs, no post-processing beyond peak finding):
 - Peaks: in each heatmap channel, the cells that equal the maximum of their 3 x 3
   neighbourhood and exceed 0.1. A cell (gx, gy) of the stride-4 output sits at input pixel
   (start + gx * stride, start + gy * stride), start = stride / 2 - 0.5 (the convention the
-  label heatmaps are rendered with, SPEC 3).
+  label heatmaps are rendered with, common.maps).
 - Evaluated keypoints: a ground-truth keypoint is evaluated only when it lies in the S x S
   input frame, 0 <= x < S and 0 <= y < S. Missing keypoints (NaN) and labelled keypoints
-  beyond the right or bottom edge (which the data may keep, SPEC 1) are skipped by PCK, PCKt
+  beyond the right or bottom edge (which the data may keep, as the seed did) are skipped by PCK, PCKt
   and the mean error alike.
 - PCK@t: the fraction of evaluated ground-truth keypoints that have a peak of the same type
   (channel) within t input pixels (distance <= t). t = 5 and 10 px at 384 input, scaled by

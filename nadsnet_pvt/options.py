@@ -1,8 +1,8 @@
 """Command-line options of train_nadsnet.py, grouped, with the seed's values as defaults.
 
 Options that a preset sets default to None here and are filled from the preset; anything
-given on the command line overrides its preset. `--preset seed` is the seed's configuration
-(SPEC 9, 10); `--preset cpu` uses train_gan.py's cpu image size (so a generator trained with
+given on the command line overrides its preset. `--preset seed` is the seed's configuration;
+`--preset cpu` uses train_gan.py's cpu image size (so a generator trained with
 `python train_gan.py --preset cpu` fits). With no GPU and no preset given, the cpu preset is
 used (and the run says so). The options both training scripts have are defined once, in
 common.options.
@@ -36,7 +36,7 @@ from common.pose import NUM_KEYPOINTS
 from common.presets import NADSNET_IMAGE_SIZE
 from nadsnet_pvt.batch import GENERATED_MODES
 
-# The seed's settings (SPEC 9, 10).
+# The seed's settings.
 SEED_PRESET = dict(
     image_size=NADSNET_IMAGE_SIZE["seed"],
     fpn_channels=256,
@@ -57,19 +57,11 @@ SEED_PRESET = dict(
     amp="off",
 )
 
-# Learns on a 2-core CPU in about 10 minutes (README "Quick start"): 128 px, narrow FPN and
-# heads (at the seed's widths the heads are 85 % of NADS-Net's cost), AdamW with heatmaps and
-# seatbelt weighted to learn together, batches of 4, on the preset's synthetic set, samples
-# shown at full size (the seed's shrinking to 0.3 leaves people of a few output cells at
-# 128 px, and nothing is learnt in this time). The seed's SGD at lr 1e-5 learns nothing here.
-# One sample in four is generated, not two: the cpu preset's generator (300 iterations at
-# 64 px) renders arms faintly, and with half of every batch generated NADS-Net reached only
-# PCKt@0.2 0.54 (arms 0.32) in 5 epochs, against 0.6 (arms 0.4) after 3 with a quarter.
-# Seatbelt weight 300, a cosine schedule, 10 epochs: in 5 epochs at weight 100 and a constant lr
-# the seatbelt IoU ended at 0.30; at 300 it reached 0.37, but the keypoints moved by up to 0.13
-# PCKt from one epoch to the next (0.58 after epoch 4, 0.71 after 5); the cosine schedule's
-# small last steps end without that gamble, and over 10 epochs (55 s each) it ended at PCKt 0.82
-# (arms 0.69), IoU 0.47, against 0.68 (arms 0.47), IoU 0.30 over 5.
+# A short CPU run (README "Quick start"): 128 px (PCKt needs the resolution), narrow FPN and heads (the heads
+# dominate NADS-Net's cost), AdamW (the seed's SGD at lr 1e-5 is too slow for a short run) with heatmaps and
+# seatbelt weighted to learn together, samples at full size (shrunk to 0.3, people cover only a few output cells).
+# A quarter of each batch is generated, since the cpu preset's short-trained generator renders arms faintly; the
+# cosine schedule ends on small steps, so the last epoch does not land on a noisy full-size step.
 CPU_PRESET = dict(
     image_size=NADSNET_IMAGE_SIZE["cpu"],
     fpn_channels=64,

@@ -1,7 +1,7 @@
 """NADS-Net training, top to bottom: options -> data -> networks -> the loop.
 
 Each training batch has its first samples rendered by the pretrained SPADE generator in
-changed arm poses (nadsnet_pvt.batch, SPEC 10); after every epoch NADS-Net is validated on the
+changed arm poses (nadsnet_pvt.batch); after every epoch NADS-Net is validated on the
 validation JSON (nadsnet_pvt.evaluate: losses, PCK, PCKt, seatbelt IoU / Dice), the numbers go
 to the log, `nadsnet_metrics.jsonl`, TensorBoard and the page, and the best weights are kept.
 The run skeleton (common.run) owns the folder, resume, saves, stop requests and non-finite
@@ -38,7 +38,7 @@ from nadsnet_pvt.run_files import BEST_WEIGHTS, LOG_FILE, METRICS_FILE, OPTIONS_
 from nadsnet_pvt.trainer import NADSNetTrainer
 from nadsnet_pvt.visualizer import NADSNetVisualizer
 
-SPEC = RunSpec(
+RUN_KIND = RunSpec(
     name="NADS-Net",
     state_file=STATE_FILE,
     state_format="nadsnet-train-state/2",
@@ -50,7 +50,7 @@ SPEC = RunSpec(
                  "generated"),
     tensorboard_folder="nadsnet",
 )
-TRAIN_STATE = SPEC.state_file
+TRAIN_STATE = RUN_KIND.state_file
 LOSS_NAMES = ("total", "heatmap", "paf", "seatbelt", "dice")
 METRIC_NAMES = ("pck5", "pck10", "pckt", "pckt_arms", "seatbelt_iou", "seatbelt_dice")
 TRAIN_FRAMES_METRICS = ("pckt", "pckt_arms", "seatbelt_iou")  # on --train-eval-frames, as train_frames_<name>
@@ -58,7 +58,7 @@ TRAIN_FRAMES_METRICS = ("pckt", "pckt_arms", "seatbelt_iou")  # on --train-eval-
 
 def train(options: argparse.Namespace, messages: list[str] = ()) -> torch.nn.Module:
     """Run the whole training; returns NADS-Net with its final weights."""
-    run = Run(options, SPEC, messages)
+    run = Run(options, RUN_KIND, messages)
     prepare_data(options, run.log, run.check_stop)
     devices = place_networks(options, run.log, run.job, generator_used=runs_generator(options))
     run.settings["devices"] = f"GAN {devices.gan}, NADS-Net {devices.nadsnet}"

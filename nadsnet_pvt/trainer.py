@@ -1,7 +1,7 @@
-"""NADS-Net's optimiser, learning-rate schedule and training step (SPEC 8, 9).
+"""NADS-Net's optimiser, learning-rate schedule and training step.
 
 The seed's SGD with momentum 0.9 (no Nesterov), lr 1e-5, weight decay 5e-7; or AdamW (the cpu
-preset's, which learns in minutes where the seed's SGD needs days). Schedules:
+preset's, since the seed's SGD at lr 1e-5 is far too slow for a short run). Schedules:
 - 'metric-based': ReduceLROnPlateau on the total validation loss (factor 0.8, patience 4,
   threshold 1e-4 relative), stepped once per epoch after validation;
 - 'fixed': StepLR (step 20 epochs, gamma 0.8), stepped once per epoch;

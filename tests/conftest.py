@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-`tiny_dataset_dir` writes a small dataset in the seed's format (SPEC 1) into tmp_path:
+`tiny_dataset_dir` writes a small dataset in the seed's format into tmp_path:
 random-noise frames, seatbelt masks with a diagonal belt, and a JSON annotation file, so
 tests of the dataset, the training loops and the scripts run on real files in seconds.
 """

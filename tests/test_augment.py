@@ -1,4 +1,4 @@
-"""Augmentations (common.augment): arm poses (SPEC 5) and resize-and-place (SPEC 6)."""
+"""Augmentations (common.augment): arm poses and resize-and-place."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def seated_person(centre_x: float = 192.0, top_y: float = 180.0, torso: float = 
 
 
 def arm_lengths(person: np.ndarray) -> tuple[float, float]:
-    """(upper arm L, forearm F) the SPEC gives this person."""
+    """(upper arm L, forearm F) the seed's augmentation gives this person."""
     upper = 0.77 * torso_height(person)
     return upper, 0.9 * upper
 

@@ -124,7 +124,7 @@ def test_missing_and_out_of_frame_keypoints(tiny_dataset_dir):
     first[0 * 3 + 2] = 0  # keypoint 0 not labelled
     first[1 * 3 + 0] = -1.0  # keypoint 1 negative x
     first[2 * 3 + 1] = -0.5  # keypoint 2 negative y
-    first[3 * 3 + 0] = 200.0  # keypoint 3 at x == width: beyond the frame, kept (SPEC 1)
+    first[3 * 3 + 0] = 200.0  # keypoint 3 at x == width: beyond the frame, kept as the seed did
     first[4 * 3 + 0] = 199.5  # keypoint 4 just inside
     second[5 * 3 + 1] = 130.0  # keypoint 5 below the frame: beyond, kept
     second[6 * 3 + 2] = 1  # occluded counts as present

@@ -264,7 +264,7 @@ def test_two_process_batch_norm_equals_batch_norm_on_the_global_batch(distribute
 
 @pytest.mark.parametrize("case", sorted(BN_CASES))
 def test_two_process_batch_norm_under_no_grad_in_frozen_statistics(distributed_results, case):
-    """Batch statistics of the global batch, running statistics untouched (SPEC 10 use)."""
+    """Batch statistics of the global batch, running statistics untouched (as NADS-Net training runs the generator)."""
     split = BN_CASES[case][2]
     reference = _single_process_bn(*BN_CASES[case][:2])
     for rank, results in enumerate(distributed_results):

@@ -1,4 +1,4 @@
-"""What the seed actually computed (SPEC 1, 4, 7, 9, 10), where an earlier version of this
+"""What the seed actually computed, where an earlier version of this
 project differed: the as-run initial weights, Adam's betas under TTUR, the GAN loader's last
 batch, generated frames' value range in NADS-Net training, keypoints beyond the frame, and
 the start-of-run report / display pass of the GAN. Tiny configurations, random weights."""
@@ -44,7 +44,7 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 
 
 def test_as_run_init_per_layer_spread_of_weight_orig():
-    """SPEC 7: the seed's xavier init never reached `weight_orig` of spectral-normed convs
+    """The seed's xavier init never reached `weight_orig` of spectral-normed convs
     (moved to the GPU first): they keep PyTorch's default, kaiming uniform a = sqrt(5), i.e.
     std 1 / sqrt(3 fan_in); every other conv gets xavier normal 0.02; biases 0."""
     model = built_gan(gan_options())
@@ -94,7 +94,7 @@ def test_gan_loader_keeps_the_last_batch_nadsnet_loader_drops_it(tiny_dataset_di
     dataset = PoseDataset(*data.dataset_args(), image_size=64)
     options = gan_options("--batch-size", "2", "--num-workers", "0")
     sizes = [len(batch["index"]) for batch in build_loader(options, dataset, CPU, log)]
-    assert sizes == [2, 2, 2, 1]  # SPEC 9: drop_last False
+    assert sizes == [2, 2, 2, 1]  # the seed's GAN loader: drop_last False
 
     # At 32 px the generator's first batch norm sees 1 x 1 maps: a last batch of 1 is left out, with a note.
     small = PoseDataset(*data.dataset_args(), image_size=32)
@@ -112,7 +112,7 @@ def test_gan_loader_keeps_the_last_batch_nadsnet_loader_drops_it(tiny_dataset_di
 
 def test_generated_frames_range_is_train_nadsnet_own_choice(tmp_path):
     """A generator file saying image_range 'seed' does not make NADS-Net training feed [-1, 1]
-    frames: --image-range of train_nadsnet.py decides (converted by default, SPEC 4)."""
+    frames: --image-range of train_nadsnet.py decides (converted by default)."""
     from common.checkpoints import save_network
     from nadsnet_pvt.options import parse_options as nadsnet_parse
     from nadsnet_pvt.train import build_generated_samples
@@ -128,7 +128,7 @@ def test_generated_frames_range_is_train_nadsnet_own_choice(tmp_path):
 
 
 def test_keypoints_beyond_the_frame_draw_their_in_frame_tails(tiny_dataset_dir):
-    """SPEC 1: a labelled keypoint beyond the right edge is kept; its heatmap tail and its
+    """As in the seed, a labelled keypoint beyond the right edge is kept; its heatmap tail and its
     limb's PAF reach into the frame (numpy and torch renderers alike)."""
     from common.dataset import PoseDataset
 

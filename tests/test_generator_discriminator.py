@@ -73,7 +73,7 @@ def test_generator_state_dict_matches_seed_listing_and_loads_strict():
     assert [(k, tuple(v.shape)) for k, v in state.items()] == entries
     total = sum(numel_of(shape) for _, shape in entries)
     assert sum(v.numel() for v in state.values()) == total
-    assert round(total / 1e6, 1) == 92.9  # SPEC 7: 92.9 M values
+    assert round(total / 1e6, 1) == 92.9  # the seed's generator: 92.9 M values
 
     seed_state = random_state_dict(entries)
     generator.load_state_dict(seed_state, strict=True)

@@ -55,7 +55,7 @@ def pad_people(poses: list[np.ndarray]) -> torch.Tensor:
 def literal_maps(
     people: np.ndarray, height: int, width: int, stride: int, sigma: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC 3 evaluated on every cell of the grid, one person and one limb at a time (slow, obvious)."""
+    """The seed's map rules evaluated on every cell of the grid, one person and one limb at a time (slow, obvious)."""
     start = stride / 2 - 0.5
     centre_x, centre_y = np.meshgrid(np.arange(width) * stride + start, np.arange(height) * stride + start)
     heatmaps = np.zeros((NUM_KEYPOINTS, height, width))

@@ -1,4 +1,4 @@
-"""NADS-Net, its FPN and the PVT-tiny backbone (SPEC 7).
+"""NADS-Net, its FPN and the PVT-tiny backbone.
 
 All networks here have random weights on purpose: the tests check shapes, ranges, wiring
 and the exact state_dict layout the seed saved. The reference key listing
@@ -130,7 +130,7 @@ def test_forward_shapes_and_ranges_128():
 
 
 def test_forward_256_with_background_without_seatbelt_and_config_round_trip():
-    # 384 takes ~4 s per forward on a 2-core CPU, so the larger-size check runs at 256.
+    # A 384 px forward is slow on a CPU, so the larger-size check runs at 256.
     torch.manual_seed(2)
     model = NADSNet(num_heatmaps=10, seatbelt=False, image_size=256, fpn="standard").eval()
     assert not hasattr(model, "seatbelt_segmentation_branch")

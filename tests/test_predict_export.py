@@ -6,11 +6,11 @@ Grouping runs on ground-truth maps rendered by common.maps, at 128 px: at 64 px 
 
 The end-to-end predict test uses a stand-in network that returns the ground-truth maps of the
 frame it is given (matched by pixels against the frames it was built with): a tiny NADS-Net
-trained inside the test for ~20 s on one thread does not find people reliably at 64 px, and
+trained briefly inside the test does not find people reliably at 64 px, and
 the test is about predict (batching, grouping, scaling back to source pixels, the files),
 not about training.
 
-The ONNX test exports once (the torch.export-based exporter takes 15-25 s on one thread);
+The ONNX test exports once (the torch.export-based exporter is slow);
 the forced-mismatch test reuses those bytes.
 """
 

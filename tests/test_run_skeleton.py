@@ -329,6 +329,27 @@ def test_evaluate_predict_and_export_take_weights_and_data_from_a_run_folder(tin
     assert not (empty / "nadsnet.onnx").exists()
 
 
+def test_a_bug_inside_a_network_keeps_its_traceback_and_a_user_mistake_stays_one_line(tiny_dataset_dir, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """A ValueError raised inside the forward pass is a bug: it reaches the caller (Python
+    prints its traceback); a bad device name is the user's: one line, exit 2."""
+    from common.models.nadsnet import NADSNet
+    from nadsnet_pvt.train import main as train_main
+
+    data = tiny_dataset_dir(num_images=4, width=96, height=80)
+
+    def broken_forward(self, images):
+        raise ValueError("shapes (2, 64) and (32, 2) do not line up")
+
+    monkeypatch.setattr(NADSNet, "forward", broken_forward)
+    with pytest.raises(ValueError, match="do not line up") as raised:
+        train_main(nadsnet_argv(data, tmp_path / "bug", "--num-workers", "0"))
+    assert any(entry.name == "broken_forward" for entry in raised.traceback)
+    capsys.readouterr()
+    assert train_main(nadsnet_argv(data, tmp_path / "mistake", "--nadsnet-device", "cuda:7")) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of every event file in `folder`, as TensorBoard shows them
     (events hidden by a continued run's purge left out)."""

@@ -75,7 +75,7 @@ def _people(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 def _check_dataset(root: Path) -> None:
-    """Seed format (SPEC 1) and flag rules, for every annotation and file under `root`."""
+    """Seed format and flag rules, for every annotation and file under `root`."""
     for split, records in _load(root).items():
         assert isinstance(records, list) and records
         for index, a in enumerate(records):

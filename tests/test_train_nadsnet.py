@@ -263,7 +263,7 @@ def test_tiny_run_writes_best_checkpoint(tiny_dataset_dir, tmp_path, generator_f
     checkpoints = tmp_path / "run"
     extra = ["--arm-augment", arm_augment, "--gan-fraction", str(fraction), "--generator-weights", str(generator_file)]
     if background:
-        extra.append("--include-background")  # SPEC 13: 10 heatmap channels end to end
+        extra.append("--include-background")  # 10 heatmap channels end to end (the seed cut targets to 9)
     else:
         extra.append("--no-html")
     options, messages = run_options(data, train_file, valid_file, checkpoints, *extra)

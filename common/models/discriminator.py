@@ -1,4 +1,4 @@
-"""Multi-scale PatchGAN discriminator (SPEC 7), with SPADE's module names.
+"""Multi-scale PatchGAN discriminator, with SPADE's module names.
 
 Keys: discriminator_<scale>.model<layer>...; the normalised layers are
 `model<n>.0` = Sequential(spectral-norm conv (weight_orig/_u/_v, no bias), InstanceNorm2d),

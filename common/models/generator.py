@@ -1,4 +1,4 @@
-"""SPADE generator conditioned on pose maps (SPEC 7).
+"""SPADE generator conditioned on pose maps.
 
 The module names (fc, head_0, G_middle_0, G_middle_1, up_0..up_3 [, up_4], conv_img) and the
 SPADE residual block's names (conv_0, conv_1, conv_s, norm_0, norm_1, norm_s) are those of
@@ -52,7 +52,7 @@ class SPADEResnetBlock(nn.Module):
         """x (B, fin, h, w), segmap (B, semantic_nc, H, W) -> (B, fout, h, w)."""
         shortcut = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
         # In place: SPADE's output is not needed by its own backward, so this saves one
-        # activation-sized buffer per layer (about 0.2 GB at 384 px, ngf 64) at the same values.
+        # activation-sized buffer per layer at the same values.
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap), LEAKY_SLOPE, inplace=True))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap), LEAKY_SLOPE, inplace=True))
         return shortcut + dx

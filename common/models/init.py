@@ -1,4 +1,4 @@
-"""Weight initialisation of the GAN networks (SPEC 7).
+"""Weight initialisation of the GAN networks.
 
 The seed built each network, moved it to the GPU and only then called SPADE's xavier init.
 Under spectral norm the module's `weight` attribute is a stale copy after the move, so the

@@ -1,4 +1,4 @@
-"""Losses of the GAN and of NADS-Net (SPEC 8).
+"""Losses of the GAN and of NADS-Net.
 
 GAN: adversarial (`GANLoss`), discriminator feature matching (`feature_matching_loss`),
 VGG19 perceptual (`VGGLoss`). NADS-Net: `dice_bce_loss` for the seatbelt mask and
@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from common.devices import at_least_float32
+from common.errors import CheckpointError
 
 DiscriminatorOutput = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
 
@@ -138,7 +139,7 @@ class VGG19Features(nn.Module):
             prefix = "features."
             feature_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if not feature_state:
-                raise ValueError(f"{weights_path}: no 'features.*' keys; expected a torchvision VGG19 state dict")
+                raise CheckpointError(f"{weights_path}: no 'features.*' keys; expected a torchvision VGG19 state dict")
             features.load_state_dict(feature_state, strict=True)
         starts = (0,) + VGG19_SLICE_ENDS[:-1]
         self.slices = nn.ModuleList(
@@ -162,7 +163,7 @@ class VGG19Features(nn.Module):
 
 
 class VGGLoss(nn.Module):
-    """VGG19 perceptual loss: sum_i w_i L1(vgg_i(fake), vgg_i(real)), w = 1/32 .. 1 (SPEC 8).
+    """VGG19 perceptual loss: sum_i w_i L1(vgg_i(fake), vgg_i(real)), w = 1/32 .. 1.
 
     Args:
         weights: 'auto' or None: torchvision's cached ImageNet file `vgg19-dcbb9e9d.pth`
@@ -296,7 +297,7 @@ def _dice_bce_parts(
 
 
 def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor, reducer: Reducer | None = None) -> torch.Tensor:
-    """BCE(p, t, mean) + Dice loss on the flattened tensors (SPEC 8). Scalar, float32.
+    """BCE(p, t, mean) + Dice loss on the flattened tensors. Scalar, float32.
 
     pred: probabilities in [0, 1] (the seatbelt head ends in (tanh + 1) / 2); target in [0, 1].
     The log terms are clamped at -100 inside F.binary_cross_entropy, as nn.BCELoss does.
@@ -344,7 +345,7 @@ def nadsnet_loss(
     reducer: Reducer | None = None,
     heatmap_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """NADS-Net training loss (SPEC 8): SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt)
+    """NADS-Net training loss: SSE(heatmaps)/B + SSE(PAFs)/B + 500 * DiceBCE(seatbelt)
     (`heatmap_weight` x the first term: 1 in the seed).
 
     Shapes: heatmaps (B, 9|10, S/4, S/4), PAFs (B, 16, S/4, S/4), seatbelt (B, 1, S, S) in [0, 1].

@@ -1,7 +1,7 @@
 """NADS-Net with a PVT backbone: keypoint heatmaps, part affinity fields and a seatbelt mask.
 
 image (B, 3, S, S) -> backbone [C2, C3, C4, C5] (strides 4..32) -> FPN [P2, P3, P4, P5]
-(256 channels) -> three heads (SPEC 7):
+(256 channels) -> three heads:
 - keypoint heatmaps (B, 9 | 10, S/4, S/4) and PAFs (B, 16, S/4, S/4) from `MapBranch`,
 - seatbelt probability (B, 1, S, S) in [0, 1] from `SegmentationBranch`.
 

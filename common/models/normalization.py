@@ -2,7 +2,7 @@
 
 SPADE (spatially-adaptive denormalisation) normalises activations with a parameter-free
 batch norm and then modulates them per pixel with a scale and a shift predicted from the
-segmentation map (here: the 26-channel pose map, SPEC 7):
+segmentation map (here: the 26-channel pose map):
 
     out = param_free_norm(x) * (1 + gamma(segmap)) + beta(segmap)
 
@@ -178,7 +178,7 @@ def frozen_norm_statistics(
     Why: activation checkpointing recomputes a block during backward, and that second pass
     must compute exactly what the first did and must not update the statistics twice. The
     same context lets a trained generator be run in training mode (batch statistics) while
-    its stored statistics stay as they were (SPEC 10).
+    its stored statistics stay as they were (how NADS-Net training renders its generated samples).
     """
     batch_norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
     spectral = list(_spectral_norm_layers(module))

@@ -1,4 +1,4 @@
-"""Pyramid Vision Transformer (PVT v1), the backbone of the seed's NADS-Net (SPEC 7).
+"""Pyramid Vision Transformer (PVT v1), the backbone of the seed's NADS-Net.
 
 Four stages, each a patch embedding (a strided convolution that shrinks the grid), a learned
 position embedding and a few transformer blocks whose attention sees keys and values on a

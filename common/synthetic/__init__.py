@@ -8,7 +8,7 @@ person's right side appears on the image's left.
     python -m common.synthetic --out DIR --train N --valid M --seed S [--width W --height H]
         [--valid-seed S2] [--arm-poses FAMILY[,FAMILY...]] [--valid-arm-poses FAMILY[,...]]
 
-writes (SPEC 1):
+writes:
     DIR/Raw_Images/<image_id>.png        colour (BGR) or grey (3 equal channels or 1 channel)
     DIR/Seatbelt_Mask/<image_id>.png     3 equal channels, 255 on visible belt pixels, 0 elsewhere
     DIR/Train_keypoint_Annotation_sample.json

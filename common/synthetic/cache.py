@@ -34,7 +34,7 @@ DEFAULT_CACHE_ROOT = Path(__file__).resolve().parents[2] / ".cache" / "synthetic
 # Bump when a change to the package alters any frame or annotation drawn from the same arguments (the
 # data_sample test fails then): sets built by older code then have other names and are never reused.
 GENERATOR_VERSION = 2
-# Seconds per frame ~ a + b * pixels on the development machine, measured (320 x 180: 0.022 s, 640 x 360: 0.062 s).
+# Seconds per frame ~ a + b * pixels, fitted on a development machine: only for the rough duration announced.
 _SECONDS_PER_FRAME = 0.008
 _SECONDS_PER_PIXEL = 0.23e-6
 

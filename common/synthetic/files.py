@@ -1,4 +1,4 @@
-"""Writing frames to disk in the seed's layout (SPEC 1): PNG images and masks, annotation JSON."""
+"""Writing frames to disk in the seed's layout: PNG images and masks, annotation JSON."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from common.synthetic.layout import DEFAULT_HEIGHT, DEFAULT_WIDTH, RAW_IMAGES_DI
 # (common.synthetic.oracle re-renders them in changed poses).
 SET_RECORD = "synthetic_set.json"
 
-# Run-length matching: within ~5% of level 9 in size at 1/50 of its encoding time.
+# Run-length matching: files nearly as small as level 9's at a small fraction of its encoding time.
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 9, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 

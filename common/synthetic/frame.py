@@ -105,7 +105,7 @@ def _seat_people(p: Painter, seats: _FrontRow, allowed_arm_poses: frozenset[str]
     if rng.random() < 0.35:  # a smaller passenger in the back row, seen between the front seats
         back_x = 0.5 * W + rng.uniform(-0.05, 0.05) * W
         neck_y, torso, outboard = rng.uniform(0.34, 0.38) * H, rng.uniform(0.12, 0.15) * H, int(rng.choice([-1, 1]))
-        for _ in range(4):  # shrink until the torso is clearly below the front-row threshold (SPEC 5)
+        for _ in range(4):  # shrink until the torso is clearly below the arm augmentation's front-row threshold
             back_person = make_person("back", back_x, neck_y, torso, outboard, False, None, back_x,
                                       allowed_arm_poses, rng)
             height_384 = torso_height_384(p.to_pixels(back_person.keypoints), p.width, p.height)

@@ -1,4 +1,4 @@
-"""The seed's data layout (SPEC 1): folder and file names, and the default frame size."""
+"""The seed's data layout: folder and file names, and the default frame size."""
 
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ class Person:
 
 
 def torso_height_384(keypoints: np.ndarray, width: int, height: int) -> float:
-    """Mean neck-hip distance (SPEC 5) after stretching a width x height frame to 384 x 384.
+    """Mean neck-hip distance (the arm augmentation's torso height) after stretching a
+    width x height frame to 384 x 384.
 
     keypoints: (9, 2+) source pixels; every hip counts (visibility is not looked at)."""
     scale = np.array([REFERENCE_IMAGE_SIZE / width, REFERENCE_IMAGE_SIZE / height])

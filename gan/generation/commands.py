@@ -83,7 +83,7 @@ def generated_annotations(frames: Frames, job: Job) -> list[dict]:
 
 def dataset_plan(frames: Frames, mode: str, copies: int, seed: int, include_source: bool,
                  library: np.ndarray | None = None) -> Plan:
-    """`copies` frames per source frame in arm-augmented poses (SPEC 5: front-row people only;
+    """`copies` frames per source frame in arm-augmented poses (front-row people only, as in the seed;
     `library`: the arms 'library' draws, common.pose_library).
     Copy k of frame i draws from np.random.default_rng([seed, i, k]), so a copy's pose depends
     on nothing else (not on the batch size, nor on which frames a resumed run still renders)."""

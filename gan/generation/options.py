@@ -56,8 +56,8 @@ def build_parser() -> OneLineParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{dataset,poses}")
     dataset = commands.add_parser(
         "dataset", help="a pose-augmented copy of a data set, in the seed's layout",
-        description="For every frame of a data set, --copies frames rendered in arm-augmented poses (SPEC 5), "
-        "written with their masks and annotations as a data set train_nadsnet.py reads.")
+        description="For every frame of a data set, --copies frames rendered in arm-augmented poses (front-row "
+        "people only), written with their masks and annotations as a data set train_nadsnet.py reads.")
     _add_shared(dataset)
     dataset.add_argument("--images-dir", type=Path, required=True, help="the source frames (Raw_Images)")
     dataset.add_argument("--masks-dir", type=Path, required=True, help="the source seatbelt masks (Seatbelt_Mask)")

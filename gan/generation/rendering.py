@@ -3,7 +3,7 @@
 The generator runs through `common.rendering.GeneratedSamples` (the same rendering NADS-Net's
 training uses: the 26-channel input on the generator's device, no autograd, the generator left
 unchanged) with image_range 'seed', i.e. its [-1, 1] output unconverted, which
-`common.imaging.gan_to_uint8` maps to pixels by (v + 1) / 2 * 255 (SPEC 11).
+`common.imaging.gan_to_uint8` maps to pixels by (v + 1) / 2 * 255, as the seed saved its pictures.
 
 Eval mode (the default) normalises with the stored running statistics, so a frame depends only
 on its own pose and belt: on the CPU the bytes are the same whatever the batch size. With
