@@ -24,13 +24,13 @@ from __future__ import annotations
 import inspect
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.devices import convolution_memory_format, release_free_heap_pages
+from common.devices import convolution_memory_format
 from common.imaging import gan_to_imagenet, resize_images
 from common.maps import gan_input
 from common.models.losses import GANLoss, dice_bce_loss, feature_matching_loss
@@ -75,6 +75,9 @@ class GANModel(nn.Module):
         image_range: 'converted' or 'seed' (see module docstring).
         eager_branch_gradients: free each loss branch's activations as soon as its gradient
             with respect to the fake is known (see `generator_losses`; same values, less memory).
+        release_memory: called where a step has just freed much memory (after each loss
+            branch, after each optimiser step): the place for the caller's memory tuning
+            (gan.train gives the CPU's heap release); a no-op by default.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class GANModel(nn.Module):
         gan_device: torch.device | str = "cpu",
         nadsnet_device: torch.device | str = "cpu",
         eager_branch_gradients: bool = True,
+        release_memory: Callable[[], object] = lambda: None,
     ):
         super().__init__()
         if image_range not in ("converted", "seed"):
@@ -107,6 +111,7 @@ class GANModel(nn.Module):
         self.reducer = None  # global sums of the Dice terms in a distributed job
         self.criterion_gan = GANLoss(gan_mode)
         self.eager_branch_gradients = eager_branch_gradients
+        self.release_memory = release_memory
         self.weights = weights or LossWeights()
         self.image_range = image_range
         self.vgg_loss = vgg_loss.to(self.gan_device, memory_format=layout) if vgg_loss is not None else None
@@ -227,7 +232,7 @@ class GANModel(nn.Module):
                     continue
                 if eager:
                     (grad,) = torch.autograd.grad(sum(branch_losses.values()), image)
-                    release_free_heap_pages(self.gan_device)  # the branch's activations are gone
+                    self.release_memory()  # the branch's activations are gone
                     image_grad = grad if image_grad is None else image_grad + grad
                     branch_losses = {name: value.detach() for name, value in branch_losses.items()}
                 losses.update(branch_losses)

@@ -9,6 +9,7 @@ the checkpoints to load is found before the first file is written.
 from __future__ import annotations
 
 import argparse
+import functools
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from common.cli import run_script
 from common.dataset import PoseDataset, make_loader, validated_dataset
-from common.devices import Placement, place_networks
+from common.devices import Placement, place_networks, release_free_heap_pages
 from common.distributed import SINGLE_PROCESS
 from common.errors import DataError
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config, load_nadsnet
@@ -30,6 +31,7 @@ from gan.faithfulness import Faithfulness, load_judge
 from gan.model import GANModel, LossWeights
 from gan.options import parse_options, smallest_generator_batch
 from gan.trainer import GANTrainer
+from nadsnet_pvt.run_files import BEST_WEIGHTS
 from gan.visualizer import GANVisualizer
 
 RUN_KIND = RunSpec(
@@ -97,9 +99,7 @@ def build_judge(options: argparse.Namespace, devices: Placement, log) -> Faithfu
     """--judge-weights: the judge of pose faithfulness on --judge-annotations (gan.faithfulness)."""
     if options.judge_weights is None:
         return None
-    guidance = Path(options.nadsnet_weights) if options.nadsnet_weights not in (None, "", "none", "auto") else \
-        options.checkpoints_dir / "nadsnet_best.pth"
-    judge, config = load_judge(options.judge_weights, guidance, devices.nadsnet)
+    judge, config = load_judge(options.judge_weights, guidance_weights(options), devices.nadsnet)
     annotations = options.judge_annotations or options.valid_annotations
     held_out = validated_dataset(log, annotations, options.valid_images_dir, options.valid_masks_dir,
                                  image_size=config["image_size"])
@@ -166,7 +166,8 @@ def build_model(options: argparse.Namespace, devices: Placement, log) -> tuple[G
                           l1=options.lambda_l1)
     model = GANModel(generator, discriminator, gan_mode=options.gan_mode, weights=weights, vgg_loss=build_vgg(options, log),
                      nadsnet=build_guidance(options, devices, log), image_range=options.image_range,
-                     gan_device=devices.gan, nadsnet_device=devices.nadsnet)
+                     gan_device=devices.gan, nadsnet_device=devices.nadsnet,
+                     release_memory=functools.partial(release_free_heap_pages, devices.gan))
     log.info("G loss terms: " + ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in model.active_terms().items()))
     return model, configs
 
@@ -182,18 +183,23 @@ def build_vgg(options: argparse.Namespace, log) -> VGGLoss | None:
     return vgg if vgg.available else None
 
 
+def guidance_weights(options: argparse.Namespace) -> Path | None:
+    """The guidance NADS-Net's file --nadsnet-weights names: none -> None (no guidance); auto ->
+    the checkpoints folder's nadsnet_best.pth when there is one; else the path given."""
+    if options.nadsnet_weights in (None, "", "none"):
+        return None
+    if options.nadsnet_weights == "auto":
+        candidate = options.checkpoints_dir / BEST_WEIGHTS
+        return candidate if candidate.is_file() else None
+    return Path(options.nadsnet_weights)
+
+
 def build_guidance(options: argparse.Namespace, devices: Placement, log) -> torch.nn.Module | None:
     """The frozen NADS-Net of the guidance losses, or None (the terms are then OFF)."""
-    if options.nadsnet_weights in (None, "", "none"):
-        path = None
-    elif options.nadsnet_weights == "auto":
-        candidate = options.checkpoints_dir / "nadsnet_best.pth"
-        path = candidate if candidate.is_file() else None
-    else:
-        path = Path(options.nadsnet_weights)
+    path = guidance_weights(options)
     if path is None:
         log.info("WARNING: no NADS-Net weights, so the guidance losses (heatmap, paf, seatbelt) are OFF. Train one with "
-                 f"`python train_nadsnet.py --gan-fraction 0` (it writes {options.checkpoints_dir / 'nadsnet_best.pth'}) "
+                 f"`python train_nadsnet.py --gan-fraction 0` (it writes {options.checkpoints_dir / BEST_WEIGHTS}) "
                  "or pass --nadsnet-weights PATH.")
         return None
     nadsnet, config = load_nadsnet(path, devices.nadsnet)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from common.devices import autocast_context, optimizer_implementation, release_free_heap_pages
+from common.devices import autocast_context, optimizer_implementation
 from common.distributed import any_process
 from common.errors import NonFiniteLossError
 from gan.model import GANModel
@@ -116,7 +116,7 @@ class GANTrainer:
         self.scaler_G.scale(total).backward()
         self.scaler_G.step(self.optimizer_G)
         self.scaler_G.update()
-        release_free_heap_pages(self.model.gan_device)
+        self.model.release_memory()
         self.last_fake = fake.detach()
         return {name: value.detach() for name, value in losses.items()}
 
@@ -134,7 +134,7 @@ class GANTrainer:
         self.scaler_D.scale(total).backward()
         self.scaler_D.step(self.optimizer_D)
         self.scaler_D.update()
-        release_free_heap_pages(self.model.gan_device)
+        self.model.release_memory()
         return {name: value.detach() for name, value in losses.items()}
 
     def step(self, batch: dict[str, Any], generator_turn: bool, reuse_fake: bool = False) -> dict[str, torch.Tensor]:

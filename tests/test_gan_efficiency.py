@@ -239,3 +239,18 @@ def test_free_heap_pages_are_handed_back_only_above_the_threshold():
     assert resident_bytes() < before - (150 << 20)
     assert not release_free_heap_pages(torch.device("meta"), above_bytes=0)  # CPU runs only
     assert len(kept) == 50
+
+
+def test_the_memory_hook_runs_after_each_loss_branch_and_each_update():
+    """The model computes; memory tuning is the caller's hook: called once per active loss branch
+    of the generator step (adversarial, perceptual, guidance) and after each optimiser step."""
+    model = tiny_model()
+    calls = []
+    model.release_memory = lambda: calls.append(1)
+    trainer = GANTrainer(model)
+    semantics, real = tiny_batch()
+    trainer.generator_step(semantics, real)
+    assert len(calls) == 3 + 1
+    calls.clear()
+    trainer.discriminator_step(semantics, real)
+    assert len(calls) == 1

@@ -142,6 +142,25 @@ def test_continuing_seed_files_names_every_flag_that_differs_and_following_it_wo
     assert main([*argv, "--ngf", "8", "--spade-hidden", "128"]) == 0
 
 
+def test_a_judge_kept_in_the_folder_is_no_guidance_unless_it_guides(tiny_dataset_dir, tmp_path, capsys):
+    """--judge-weights FOLDER/nadsnet_best.pth with --nadsnet-weights none: nothing guides, so the
+    judge is accepted; the same file as the guidance is refused (one line, exit 2)."""
+    from gan.train import main
+
+    data = tiny_dataset_dir(num_images=2, width=96, height=80)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    judge = folder / "nadsnet_best.pth"
+    save_network(build_nadsnet({"image_size": 64}), judge, build_nadsnet({"image_size": 64}).config())
+    judged = ("--judge-weights", str(judge), "--judge-annotations", str(data.annotation_file), "--valid-images-dir",
+              str(data.images_dir), "--valid-masks-dir", str(data.masks_dir), "--max-iterations", "1", "--niter", "1")
+    argv = tiny_args(data, folder, *judged)
+    assert main(argv) == 0  # tiny_args passes --nadsnet-weights none
+    capsys.readouterr()
+    assert main([*argv, "--nadsnet-weights", str(judge), "--continue-train"]) == 2
+    assert "the same file as the guidance NADS-Net" in capsys.readouterr().err
+
+
 def test_guidance_on_with_a_nadsnet_checkpoint(tiny_dataset_dir, tmp_path, capsys):
     data = tiny_dataset_dir(num_images=2, width=96, height=80)
     torch.manual_seed(0)
