@@ -30,13 +30,14 @@ from gan.checkpoint import GANCheckpoint
 from gan.faithfulness import Faithfulness, load_judge
 from gan.model import GANModel, LossWeights
 from gan.options import parse_options, smallest_generator_batch
+from gan.run_files import STATE_FILE
 from gan.trainer import GANTrainer
 from nadsnet_pvt.run_files import BEST_WEIGHTS
 from gan.visualizer import GANVisualizer
 
 RUN_KIND = RunSpec(
     name="GAN",
-    state_file="gan_train_state.pth",
+    state_file=STATE_FILE,
     state_format="pose-gan-train-state/2",
     log_file="loss_log.txt",  # loss lines only, as in SPADE
     options_file="opt.txt",

@@ -23,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gan.run_files import LATEST_GENERATOR
+from nadsnet_pvt.run_files import BEST_WEIGHTS
+
 NARROW_FAMILIES = ("wheel", "lap")
 BASELINE = "real-only"
 JUDGE_SEED, GUIDANCE_SEED = 101, 102
@@ -225,12 +228,12 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
                        ("--gan-fraction", "0"))
     gan_dir = runs_dir / "gan"
     gan_argv = (*preset.gan_flags, *amp, *data.train.flags("train"), *data.train.flags("valid"), *cut, "--seed", "0",
-                "--nadsnet-weights", str(guidance.directory / "nadsnet_best.pth"), "--checkpoints-dir", str(gan_dir))
+                "--nadsnet-weights", str(guidance.directory / BEST_WEIGHTS), "--checkpoints-dir", str(gan_dir))
     gan_epochs = _epochs(preset.gan_flags)
     gan = Training("gan", "gan", gan_dir, gan_argv,
                    preset.max_iterations or preset.train_frames // _batch(preset.gan_flags) * gan_epochs,
                    epochs=gan_epochs)
-    generator = gan_dir / "latest_net_G.pth"
+    generator = gan_dir / LATEST_GENERATOR
     source = ("--annotations", str(data.train.train_annotations), "--images-dir", str(data.train.root / "Raw_Images"),
               "--masks-dir", str(data.train.root / "Seatbelt_Mask"))
 

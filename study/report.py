@@ -23,6 +23,7 @@ from common.run_folder import provenance
 from common.sampling import ResumableSampler
 from common.visualize import PageSection, draw_skeleton, plot_curves, save_png, write_page
 from nadsnet_pvt.evaluate import evaluate
+from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE
 from study.plan import BASELINE, NARROW_FAMILIES, DataSet, StudyData, Training, pool_annotations
 from study.pools import changed_keypoint_masks, new_pose_arm_masks, subset_of
 from study.verdict import HELD_OUT, METRICS, PRIMARY_METRIC, RULE, oracle_share, paired_table, summary
@@ -33,7 +34,7 @@ EVALUATION_BATCH = 8
 def final_network(training: Training) -> torch.nn.Module:
     """The NADS-Net a training ended with (its last state: the comparison uses the final weights,
     not a checkpoint chosen on a held-out set)."""
-    parts = load_file(training.directory / "nadsnet_train_state.pth", "training state")["parts"]
+    parts = load_file(training.directory / STATE_FILE, "training state")["parts"]
     net = build_nadsnet(parts["nadsnet_config"])
     net.load_state_dict(parts["nadsnet"])
     return net
@@ -110,7 +111,7 @@ def overfitting(trainings: list[Training]) -> dict[str, list]:
     run = next((t for t in trainings if t.condition == BASELINE and t.seed == 1), None)
     if run is None:
         return {"epoch": [], "train_pckt": [], "wide_pckt": [], "train_pckt_arms": [], "wide_pckt_arms": []}
-    records = [json.loads(line) for line in (run.directory / "nadsnet_metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in (run.directory / METRICS_FILE).read_text().splitlines()
                if line.strip()]
     return {"epoch": [r["epoch"] for r in records], "train_pckt": [r.get("train_frames_pckt") for r in records],
             "wide_pckt": [r["pckt"] for r in records], "train_pckt_arms": [r.get("train_frames_pckt_arms") for r in records],

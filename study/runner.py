@@ -27,6 +27,8 @@ from typing import Callable
 from common.errors import CheckpointError
 from common.files import write_text_atomic
 from common.stopping import STOP, TrainingInterrupted
+from gan.run_files import STATE_FILE as GAN_STATE
+from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE as NADSNET_STATE
 from study.plan import Training
 
 DONE = "done.json"
@@ -53,13 +55,13 @@ def _script_main(script: str) -> Callable[[list[str]], int]:
     return main
 
 
-STATE_FILES = {"gan": "gan_train_state.pth", "nadsnet": "nadsnet_train_state.pth"}  # others restart or continue alone
+STATE_FILES = {"gan": GAN_STATE, "nadsnet": NADSNET_STATE}  # others restart or continue alone
 
 
 def _epochs_done(training: Training) -> int:
     """Epochs finished so far, read off the training's files (no coupling to its internals)."""
     if training.script == "nadsnet":
-        metrics = training.directory / "nadsnet_metrics.jsonl"
+        metrics = training.directory / METRICS_FILE
         return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
     record = training.directory / "iter.txt"
     try:
