@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,10 +51,10 @@ class GANCheckpoint:
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
-        load_weights_strict(self.model.netG, state["netG"], f"{source} (generator)", self._fits(
-            "generator", state["generator_config"]))
-        load_weights_strict(self.model.netD, state["netD"], f"{source} (discriminator)", self._fits(
-            "discriminator", state["discriminator_config"]))
+        load_weights_strict(self.model.netG, state["netG"], f"{source} (generator)",
+                            self._fits("generator", state["netG"], state["generator_config"]))
+        load_weights_strict(self.model.netD, state["netD"], f"{source} (discriminator)",
+                            self._fits("discriminator", state["netD"], state["discriminator_config"]))
         try:
             self.trainer.load_state_dict(state["trainer"])
         except (ValueError, KeyError, RuntimeError) as error:
@@ -79,13 +79,13 @@ class GANCheckpoint:
             self.visualizer.display_once(epoch, progress.total_iterations, *self.trainer.display_images())
         self.visualizer.write_page(running=running)
 
-    def _fits(self, network: str, held: dict | Callable[[dict], dict], state_dict: dict | None = None) -> str:
-        """The flags this run needs to build `network` ('generator' or 'discriminator') as the file
-        holds it: `held` is its configuration, or reads it off `state_dict`. Every flag that
+    def _fits(self, network: str, state_dict: dict, held: dict | None = None) -> str:
+        """The flags this run needs to build `network` ('generator' or 'discriminator') as a file
+        holds it: its configuration `held`, else the one read off `state_dict`. Every flag that
         differs from this run is named, so that following the hint makes the file fit."""
-        if callable(held):
+        if held is None:
             try:
-                held = held(state_dict)
+                held = (infer_generator_config if network == "generator" else infer_discriminator_config)(state_dict)
             except CheckpointError as error:
                 return f"no such network ({error})"
         shape_flags = GENERATOR_SHAPE_FLAGS if network == "generator" else DISCRIMINATOR_SHAPE_FLAGS
@@ -99,11 +99,10 @@ class GANCheckpoint:
         if not g_path.is_file():
             return None
         g_state = load_state_dict_file(g_path)
-        load_weights_strict(self.model.netG, g_state, g_path, self._fits("generator", infer_generator_config, g_state))
+        load_weights_strict(self.model.netG, g_state, g_path, self._fits("generator", g_state))
         if d_path.is_file():
             d_state = load_state_dict_file(d_path)
-            load_weights_strict(self.model.netD, d_state, d_path, self._fits("discriminator", infer_discriminator_config,
-                                                                             d_state))
+            load_weights_strict(self.model.netD, d_state, d_path, self._fits("discriminator", d_state))
         else:
             log.info(f"WARNING: {d_path} not found: the discriminator starts afresh")
         epoch, samples = read_iteration_record(directory) or (1, 0)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from common.errors import OptionError
+from common.options import read_config
+from nadsnet_pvt.options import build_parser
 
 BEST_WEIGHTS = "nadsnet_best.pth"
 STATE_FILE = "nadsnet_train_state.pth"
@@ -39,19 +41,17 @@ def run_weights(run_dir: Path) -> Path:
 
 def run_options(run_dir: Path) -> dict[str, Any]:
     """The run's recorded options {dest: value} (its nadsnet_opt.txt, read as --config reads it)."""
-    from common.options import read_config
-    from nadsnet_pvt.options import build_parser
-
     path = run_dir / OPTIONS_FILE
     if not path.is_file():
         raise OptionError(f"--run {run_dir}", f"has no {OPTIONS_FILE} (pass the data flags yourself)")
     return read_config(path, build_parser())
 
 
-def fill_from_run(args: argparse.Namespace, data_flags: Mapping[str, tuple[str, ...]] = {}) -> argparse.Namespace:
+def fill_from_run(args: argparse.Namespace, data_flags: Mapping[str, tuple[str, ...]] | None = None) -> argparse.Namespace:
     """`args` with --weights taken from --run DIR where not given, and each `data_flags` {dest:
     the run's options to take it from, the first one set} left unset taken from the run's options. OptionError when neither --weights
     nor --run is given, or a needed flag is in neither."""
+    data_flags = data_flags or {}
     run_dir = getattr(args, "run", None)
     if run_dir is None:
         if args.weights is None:
