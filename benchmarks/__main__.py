@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from benchmarks.options import build_parser
-from common.devices import amp_problem
+from common.parallel.devices import amp_problem
 
 PRESET_BENCHMARKS = ("gan-iteration", "nadsnet-step")  # configured by --preset
 DEFAULT_SIZE = 384  # --size of the others

@@ -1,9 +1,9 @@
 """Data-loader throughput: samples per second of train_gan.py's loader with N workers.
 
-The loader is `common.dataset.make_loader`, the training scripts' (PoseDataset + collate_poses + ResumableSampler, pinned
+The loader is `common.posedata.dataset.make_loader`, the training scripts' (PoseDataset + collate_poses + ResumableSampler, pinned
 memory on CUDA, prefetching workers) over the training split of --data (default data_sample/:
 24 synthetic 640 x 360 frames in the seed's format), decoded, resized to --size and normalised
-by `common.dataset.PoseDataset`. One repetition = one full pass over the loader, as one epoch
+by `common.posedata.dataset.PoseDataset`. One repetition = one full pass over the loader, as one epoch
 of training makes it (the workers are started anew every epoch there too, so their start-up
 is included). Rows, per worker count:
 - median_s: median over the passes of (pass seconds / samples), i.e. seconds per sample;
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from benchmarks.harness import PeakMemory, measurement_row
-from common.dataset import PoseDataset, make_loader
-from common.sampling import ResumableSampler
+from common.posedata.dataset import PoseDataset, make_loader
+from common.posedata.sampling import ResumableSampler
 
 TRAIN_ANNOTATIONS = "Train_keypoint_Annotation_sample.json"
 

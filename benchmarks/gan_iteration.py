@@ -14,7 +14,7 @@ One iteration = `model.prepare_batch` (label maps rendered on the GAN's device f
 synthetic batch: two seated people, a seatbelt band, random images in [-1, 1]) +
 `trainer.generator_step` + `trainer.discriminator_step`, the body of gan/train.py's loop.
 With --lean-memory, as in a training run with that option, glibc's allocator is first told to
-return freed blocks of 1 MiB and more to the OS (`common.devices.tune_allocator_for`). The warm-up iteration is FLOP-counted per step (`gflops_generator_step`,
+return freed blocks of 1 MiB and more to the OS (`common.parallel.devices.tune_allocator_for`). The warm-up iteration is FLOP-counted per step (`gflops_generator_step`,
 `gflops_discriminator_step`).
 """
 
@@ -39,8 +39,8 @@ from benchmarks.harness import (
     synthetic_batch,
     time_iterations,
 )
-from common.checkpoints import save_network
-from common.devices import Placement, resolve_devices, tune_allocator_for
+from common.runs.checkpoints import save_network
+from common.parallel.devices import Placement, resolve_devices, tune_allocator_for
 from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
 from gan.options import PRESETS, parse_options
 from gan.train import build_model

@@ -241,9 +241,9 @@ def synthetic_poses(batch: int, size: int, people: int = 2, seed: int = 0) -> to
     """(B, people, 9, 2) float32 keypoints in input pixels: seated figures side by side, jittered,
     with one keypoint missing (NaN) in the first sample. Only the shapes matter for speed; the
     maps still look like real poses."""
-    from common.pose import NUM_KEYPOINTS
+    from common.posedata.pose import NUM_KEYPOINTS
 
-    # A seated person in fractions of its half of the frame (x, y), keypoint order of common.pose.
+    # A seated person in fractions of its half of the frame (x, y), keypoint order of common.posedata.pose.
     template = torch.tensor(
         [(0.30, 0.62), (0.32, 0.48), (0.38, 0.32), (0.50, 0.30), (0.62, 0.32),
          (0.68, 0.48), (0.70, 0.62), (0.44, 0.76), (0.56, 0.76)]
@@ -262,7 +262,7 @@ def synthetic_poses(batch: int, size: int, people: int = 2, seed: int = 0) -> to
 def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict[str, Any]:
     """A collate_poses-like batch: random images in [-1, 1] (stored ImageNet-normalised, as the
     dataset gives them), a diagonal seatbelt band, synthetic poses (augmented = unaugmented)."""
-    from common.imaging import gan_to_imagenet
+    from common.posedata.imaging import gan_to_imagenet
 
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 3, size, size, generator=generator) * 2 - 1

@@ -1,4 +1,4 @@
-"""Label-map rendering speed (common.maps): heatmaps + PAFs of two people per sample.
+"""Label-map rendering speed (common.posedata.maps): heatmaps + PAFs of two people per sample.
 
 Rows: the numpy renderers the data loader uses, at NADS-Net's 96 x 96 stride-4 grid and at the
 GAN's 384 x 384 stride-1 grid, and the batched torch renderers on the CPU (B = 1) at both; on a
@@ -21,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common.maps import render_heatmaps, render_heatmaps_torch, render_pafs, render_pafs_torch
-from common.pose import HEATMAP_SIGMA, NUM_KEYPOINTS, OUTPUT_STRIDE, REFERENCE_IMAGE_SIZE
+from common.posedata.maps import render_heatmaps, render_heatmaps_torch, render_pafs, render_pafs_torch
+from common.posedata.pose import HEATMAP_SIGMA, NUM_KEYPOINTS, OUTPUT_STRIDE, REFERENCE_IMAGE_SIZE
 
-# Two seated people side by side, (x, y) in pixels of a 384 x 384 input, keypoint order of common.pose.
+# Two seated people side by side, (x, y) in pixels of a 384 x 384 input, keypoint order of common.posedata.pose.
 _TWO_PEOPLE = np.array(
     [
         [(60, 250), (72, 190), (100, 130), (135, 120), (170, 128), (190, 185), (175, 240), (115, 265), (155, 268)],

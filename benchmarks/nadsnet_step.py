@@ -34,11 +34,11 @@ from benchmarks.harness import (
     synthetic_batch,
     time_iterations,
 )
-from common.devices import resolve_devices
+from common.parallel.devices import resolve_devices
 from common.models.factory import build_generator, generator_config
 from common.models.init import init_weights
 from common.presets import GAN_IMAGE_SIZE
-from common.rendering import GeneratedSamples
+from common.models.rendering import GeneratedSamples
 from gan.options import PRESETS as GAN_PRESETS
 from nadsnet_pvt.batch import build_training_batch, generated_count, geometric_generator
 from nadsnet_pvt.options import parse_options

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.devices import AMP_MODES
+from common.parallel.devices import AMP_MODES
 
 BENCHMARKS = ("gan-iteration", "nadsnet-step", "data", "maps", "page", "gpu-check")
 DESCRIPTION = "speed and memory of the training code"

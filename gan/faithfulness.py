@@ -25,11 +25,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from common.dataset import make_loader
+from common.posedata.dataset import make_loader
 from common.errors import OptionError
 from common.models.factory import load_nadsnet
-from common.sampling import ResumableSampler
-from common.rendering import GeneratedSamples
+from common.posedata.sampling import ResumableSampler
+from common.models.rendering import GeneratedSamples
 from nadsnet_pvt.evaluate import evaluate
 
 

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.devices import convolution_memory_format
-from common.imaging import gan_to_imagenet, resize_images
-from common.maps import gan_input
+from common.parallel.devices import convolution_memory_format
+from common.posedata.imaging import gan_to_imagenet, resize_images
+from common.posedata.maps import gan_input
 from common.models.losses import GANLoss, dice_bce_loss, feature_matching_loss
 from common.models.normalization import frozen_norm_statistics
 
@@ -125,7 +125,7 @@ class GANModel(nn.Module):
             self.nadsnet.eval()
 
     def distribute(self, job) -> None:
-        """In a distributed job (common.distributed): G's batch norms gather their statistics over
+        """In a distributed job (common.parallel.distributed): G's batch norms gather their statistics over
         every process's samples, and G and D are wrapped separately in DistributedDataParallel
         (the frozen NADS-Net and VGG are not). Buffers are not sent before each forward pass, on purpose: every process
         computes the same batch-norm statistics (gathered) and the same spectral-norm power
@@ -136,7 +136,7 @@ class GANModel(nn.Module):
             return
         from torch.nn.parallel import DistributedDataParallel
 
-        from common.distributed_ops import global_sums
+        from common.parallel.distributed_ops import global_sums
         from common.models.normalization import convert_batch_norms_for_distributed
 
         convert_batch_norms_for_distributed(self.netG, job.backend)
@@ -161,7 +161,7 @@ class GANModel(nn.Module):
 
         The label maps are rendered on the GAN's device from the keypoints (no CPU maps).
         """
-        from common.imaging import imagenet_to_gan
+        from common.posedata.imaging import imagenet_to_gan
 
         non_blocking = self.gan_device.type == "cuda"
         image = batch["image"].to(self.gan_device, non_blocking=non_blocking)

@@ -4,7 +4,7 @@ Options that a preset sets default to None here and are filled from the preset; 
 given on the command line overrides its preset. `--preset seed` is the seed's configuration;
 `--preset cpu` is small enough to train on a laptop CPU in minutes. With no GPU and no preset
 given, the cpu preset is used (and the run says so). The options both training scripts have
-are defined once, in common.options.
+are defined once, in common.runs.options.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from common.errors import OptionError
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 from common.models.init import INIT_TYPES
 from common.models.normalization import normalised_map_areas
-from common.options import (
+from common.runs.options import (
     IMAGE_SIZE_STEP,
     adam_beta,
     apply_preset,
@@ -32,7 +32,7 @@ from common.options import (
     print_config_and_exit,
     training_parser,
 )
-from common.pose import SEMANTIC_CHANNELS
+from common.posedata.pose import SEMANTIC_CHANNELS
 from common.presets import GAN_IMAGE_SIZE
 
 # The seed's settings.

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from common.devices import autocast_context, optimizer_implementation
-from common.distributed import any_process
+from common.parallel.devices import autocast_context, optimizer_implementation
+from common.parallel.distributed import any_process
 from common.errors import NonFiniteLossError
 from gan.model import GANModel
 

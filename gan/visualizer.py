@@ -6,7 +6,7 @@ real image, all mapped from [-1, 1] by (v + 1) / 2 * 255 (so the composite's 0 i
 The page lists the newest display steps first, then one step per earlier epoch, under a
 plot of the losses, and refreshes itself while training runs. A display step costs the same
 however long the run has been going: the page, the saved state and the pictures on disk are
-bounded (common.visualize.Gallery), the loss curves are kept in a bounded number of points and
+bounded (common.posedata.visualize.Gallery), the loss curves are kept in a bounded number of points and
 the plot is redrawn at most every PLOT_INTERVAL_S seconds (and at the end).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from common.imaging import gan_to_uint8
-from common.visualize import BoundedSeries, Gallery, GalleryEntry, plot_curves, save_png, write_page
+from common.posedata.imaging import gan_to_uint8
+from common.posedata.visualize import BoundedSeries, Gallery, GalleryEntry, plot_curves, save_png, write_page
 
 LABELS = (("input_label", "input composite"), ("synthesized_image", "synthesized"), ("real_image", "real"))
 PLOT_INTERVAL_S = 30.0

@@ -7,7 +7,7 @@ B x gan_fraction, the first n samples of each global batch):
    seatbelt at full resolution, drawn from the AUGMENTED pose on the generator's device,
    without autograd, its [-1, 1] output converted to ImageNet normalisation unless
    --image-range seed asks for the seed's unconverted frames), or frames rendered ahead of
-   training (common.dataset.WithGeneratedFrames: a GAN's or the synthetic renderer's, with
+   training (common.posedata.dataset.WithGeneratedFrames: a GAN's or the synthetic renderer's, with
    their own poses and belt masks);
 2. `mode` 'replace' (the seed's recipe): they take the place of the first n real samples, so
    the batch keeps B samples, B - n of them real; 'add': they join the B real samples, B + n
@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
-from common.augment import CANVAS_GREY_PIXEL, geometric_augment
-from common.imaging import imagenet_value_of
-from common.maps import nadsnet_targets
-from common.rendering import GeneratedSamples
-from common.sampling import epoch_generator
+from common.posedata.augment import CANVAS_GREY_PIXEL, geometric_augment
+from common.posedata.imaging import imagenet_value_of
+from common.posedata.maps import nadsnet_targets
+from common.models.rendering import GeneratedSamples
+from common.posedata.sampling import epoch_generator
 
-# Stream 0 of common.sampling.epoch_generator is the data order; geometric draws use 1 + batch index.
+# Stream 0 of common.posedata.sampling.epoch_generator is the data order; geometric draws use 1 + batch index.
 GEOMETRIC_STREAM_OFFSET = 1
 GENERATED_MODES = ("replace", "add")
 ADDED_STREAM_KEY = 0x5DEECE66D  # mixed into a batch's geometric seed for its added samples
@@ -111,7 +111,7 @@ def build_training_batch(
     augment_generator: CPU generator of the geometric augmentation (`geometric_generator`),
         or None to skip it (validation pictures, tests).
     first_sample, global_batch: this batch is samples first_sample.. of a global batch of
-        `global_batch` real samples (one process's share in a distributed job; common.sampling).
+        `global_batch` real samples (one process's share in a distributed job; common.posedata.sampling).
     smallest_tenths: the geometric augmentation's smallest scale in tenths (the seed's 0.3).
     generator_runs: whether the generator runs for this batch (default: num_generated > 0). In a
         distributed job it runs on every process whenever the global batch has generated samples,
@@ -217,7 +217,7 @@ class BatchRecipe:
         device: NADS-Net's device.
         include_background: a 10th heatmap channel in the targets.
         seed: the run's seed (the geometric augmentation's draws depend on it, the epoch and the batch).
-        rank, world_size: this process's share of each global batch (common.sampling).
+        rank, world_size: this process's share of each global batch (common.posedata.sampling).
         smallest_scale: the geometric augmentation's smallest scale (the seed's 0.3).
         mode: 'replace' (the seed's) or 'add' (see the module docstring).
     """

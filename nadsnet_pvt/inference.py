@@ -1,7 +1,7 @@
 """From NADS-Net's maps to people: heatmap peaks grouped into skeletons by the PAFs.
 
 OpenPose's bottom-up grouping (Cao et al. 2017), adapted to NADS-Net's 9-keypoint tree
-(common.pose.LIMBS, rooted at the neck):
+(common.posedata.pose.LIMBS, rooted at the neck):
 
 1. Peaks: in each keypoint heatmap, the cells that are the maximum of their 3 x 3
    neighbourhood and exceed 0.1 (`nadsnet_pvt.metrics.find_peaks`). Where two touching cells
@@ -17,7 +17,7 @@ OpenPose's bottom-up grouping (Cao et al. 2017), adapted to NADS-Net's 9-keypoin
    which penalises limbs longer than half the frame, is left out: a front-row occupant's torso
    can span more than half of an in-cabin frame).
    The PAFs are sampled at cell coordinate (pixel / stride), not at cell centres, because the
-   label PAFs are drawn that way (a seed quirk, common.maps) and the network learned them so.
+   label PAFs are drawn that way (a seed quirk, common.posedata.maps) and the network learned them so.
 3. Matching: candidates are accepted greedily by mean score, each peak used at most once per
    limb.
 4. People grow outwards from the necks along the tree: every neck peak starts a person; a
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.pose import LIMBS, NECK, NUM_KEYPOINTS, NUM_LIMBS, NUM_PAF_CHANNELS
+from common.posedata.pose import LIMBS, NECK, NUM_KEYPOINTS, NUM_LIMBS, NUM_PAF_CHANNELS
 from nadsnet_pvt.metrics import PEAK_THRESHOLD, cell_centres, find_peaks
 
 PAF_SAMPLES = 10  # points sampled on each candidate limb segment
@@ -69,7 +69,7 @@ def _tree_order() -> tuple[int, ...]:
     while remaining:
         ready = [limb for limb in remaining if LIMBS[limb][0] in reached]
         if not ready:
-            raise ValueError(f"common.pose.LIMBS is not a tree rooted at the neck: {LIMBS}")
+            raise ValueError(f"common.posedata.pose.LIMBS is not a tree rooted at the neck: {LIMBS}")
         for limb in ready:
             reached.add(LIMBS[limb][1])
             remaining.remove(limb)

@@ -5,7 +5,7 @@ Definitions (all on NADS-Net's outputs, no post-processing beyond peak finding):
 - Peaks: in each heatmap channel, the cells that equal the maximum of their 3 x 3
   neighbourhood and exceed 0.1. A cell (gx, gy) of the stride-4 output sits at input pixel
   (start + gx * stride, start + gy * stride), start = stride / 2 - 0.5 (the convention the
-  label heatmaps are rendered with, common.maps).
+  label heatmaps are rendered with, common.posedata.maps).
 - Evaluated keypoints: a ground-truth keypoint is evaluated only when it lies in the S x S
   input frame, 0 <= x < S and 0 <= y < S. Missing keypoints (NaN) and labelled keypoints
   beyond the right or bottom edge (which the data may keep, as the seed did) are skipped by PCK, PCKt
@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from common.pose import (
+from common.posedata.pose import (
     HIPS,
     KEYPOINT_NAMES,
     LEFT_ELBOW,

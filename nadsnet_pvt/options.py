@@ -5,7 +5,7 @@ given on the command line overrides its preset. `--preset seed` is the seed's co
 `--preset cpu` uses train_gan.py's cpu image size (so a generator trained with
 `python train_gan.py --preset cpu` fits). With no GPU and no preset given, the cpu preset is
 used (and the run says so). The options both training scripts have are defined once, in
-common.options.
+common.runs.options.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.errors import OptionError
-from common.options import (
+from common.runs.options import (
     adam_beta,
     apply_preset,
     check_batch_split,
@@ -31,8 +31,8 @@ from common.options import (
     print_config_and_exit,
     training_parser,
 )
-from common.augment import ARM_AUGMENT_MODES
-from common.pose import NUM_KEYPOINTS
+from common.posedata.augment import ARM_AUGMENT_MODES
+from common.posedata.pose import NUM_KEYPOINTS
 from common.presets import NADSNET_IMAGE_SIZE
 from nadsnet_pvt.batch import GENERATED_MODES
 
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "in the frame and out of the head and torso; library draws arms from --arm-pose-library")
     data.add_argument("--arm-pose-library", type=Path, default=None, metavar="ANNOTATIONS",
                       help="for --arm-augment library: the annotation file whose front-row arms are drawn "
-                      "(common/pose_library.py)")
+                      "(common/posedata/pose_library.py)")
     data.add_argument("--smallest-scale", type=_scale, default=None,
                       help="the geometric augmentation shrinks each sample to a scale from this to 1.0 per axis, "
                       "in steps of 0.1")
@@ -185,7 +185,7 @@ def check_generated_batch(options: argparse.Namespace) -> None:
         return
     from common.models.factory import build_generator, generator_config
     from common.models.normalization import normalised_map_areas
-    from common.pose import SEMANTIC_CHANNELS
+    from common.posedata.pose import SEMANTIC_CHANNELS
 
     per_batch = options.batch_size * options.gan_fraction
     fewest = max(1, math.floor(per_batch + 1e-9))

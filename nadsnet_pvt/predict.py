@@ -4,7 +4,7 @@
         --images data_sample/Raw_Images --out predictions/
 
 Every frame (any size; .png, .jpg, .jpeg found in folders, any file named directly) is read
-and stretched to S x S like the training data (`common.dataset.load_image`), run through the
+and stretched to S x S like the training data (`common.posedata.dataset.load_image`), run through the
 network in batches, and its heatmap peaks are grouped into people by the PAFs
 (`nadsnet_pvt.inference`). Written to --out:
 
@@ -48,14 +48,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import OneLineParser, run_script
-from common.dataset import IMAGE_EXTENSIONS, PERSON_LABEL, DataError, annotation_file_text, image_header_size, load_image
-from common.devices import parse_device
+from common.runs.cli import OneLineParser, run_script
+from common.posedata.dataset import IMAGE_EXTENSIONS, PERSON_LABEL, DataError, annotation_file_text, image_header_size, load_image
+from common.parallel.devices import parse_device
 from common.errors import OptionError
-from common.files import write_text_atomic
+from common.runs.files import write_text_atomic
 from common.models.factory import load_nadsnet
-from common.options import image_size_value, positive_int
-from common.visualize import draw_skeleton, overlay_mask, save_png
+from common.runs.options import image_size_value, positive_int
+from common.posedata.visualize import draw_skeleton, overlay_mask, save_png
 from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
 from nadsnet_pvt.inference import People, predict_people
 

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.devices import optimizer_implementation
-from common.distributed import any_process
+from common.parallel.devices import optimizer_implementation
+from common.parallel.distributed import any_process
 from common.errors import NonFiniteLossError
 from common.models.losses import nadsnet_loss
 from nadsnet_pvt.evaluate import predict
@@ -114,7 +114,7 @@ class NADSNetTrainer:
             return
         from torch.nn.parallel import DistributedDataParallel
 
-        from common.distributed_ops import global_sums
+        from common.parallel.distributed_ops import global_sums
 
         device_ids = [self.device] if self.device.type == "cuda" else None
         self.train_net = DistributedDataParallel(self.net, device_ids=device_ids)

@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import torch
 
-from common.augment import geometric_augment
-from common.imaging import imagenet_to_uint8
-from common.pose import KEYPOINT_NAMES, NUM_KEYPOINTS
-from common.visualize import (
+from common.posedata.augment import geometric_augment
+from common.posedata.imaging import imagenet_to_uint8
+from common.posedata.pose import KEYPOINT_NAMES, NUM_KEYPOINTS
+from common.posedata.visualize import (
     BoundedSeries,
     Gallery,
     GalleryEntry,
@@ -145,7 +145,7 @@ def draw_peaks(image_uint8: np.ndarray, heatmaps: torch.Tensor, size: int, facto
 class NADSNetVisualizer:
     """Writes web/nadsnet.html: one entry per epoch (its validation predictions and its first
     training batch), the newest first, with the loss and metric curves. Page, state and
-    pictures on disk stay bounded as the run goes on (common.visualize.Gallery)."""
+    pictures on disk stay bounded as the run goes on (common.posedata.visualize.Gallery)."""
 
     def __init__(self, web_dir: str | Path, refresh_seconds: int = 10, enabled: bool = True, recent: int = 5):
         self.web_dir = Path(web_dir)

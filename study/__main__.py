@@ -22,11 +22,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import OneLineParser, run_script
+from common.runs.cli import OneLineParser, run_script
 from common.errors import OptionError
-from common.files import write_text_atomic
-from common.options import positive_int, seed_value
-from common.stopping import STOP
+from common.runs.files import write_text_atomic
+from common.runs.options import positive_int, seed_value
+from common.runs.stopping import STOP
 from study.plan import NARROW_FAMILIES, PRESETS, DataSet, StudyData, conditions, set_seed, smoke, trainings
 from study.report import build_report, condition_results, faithfulness, overfitting, pose_pictures, write_report
 from study.runner import Progress, StudyError, check_resumable, is_done, run_in_parallel, run_training
@@ -115,7 +115,7 @@ class StudyClock:
 def precision_line(amp: str) -> str:
     """The study's first line: its pinned precision (one for every machine, so that results
     compare), and whether this CPU computes it natively (else each step runs slower)."""
-    from common.devices import cpu_bf16_supported
+    from common.parallel.devices import cpu_bf16_supported
 
     if amp != "bf16":
         return f"precision: {'float32' if amp == 'off' else amp} (pinned by the preset)"

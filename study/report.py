@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 import torch
 
-from common.checkpoints import load_file
-from common.dataset import PoseDataset, make_loader
-from common.files import write_text_atomic
+from common.runs.checkpoints import load_file
+from common.posedata.dataset import PoseDataset, make_loader
+from common.runs.files import write_text_atomic
 from common.models.factory import build_nadsnet
-from common.run_folder import provenance
-from common.sampling import ResumableSampler
-from common.visualize import PageSection, draw_skeleton, plot_curves, save_png, write_page
+from common.runs.run_folder import provenance
+from common.posedata.sampling import ResumableSampler
+from common.posedata.visualize import PageSection, draw_skeleton, plot_curves, save_png, write_page
 from nadsnet_pvt.evaluate import evaluate
 from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE
 from study.plan import BASELINE, NARROW_FAMILIES, DataSet, StudyData, Training, pool_annotations

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import CheckpointError
-from common.files import write_text_atomic
-from common.stopping import STOP, TrainingInterrupted
+from common.runs.files import write_text_atomic
+from common.runs.stopping import STOP, TrainingInterrupted
 from gan.run_files import STATE_FILE as GAN_STATE
 from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE as NADSNET_STATE
 from study.plan import Training

@@ -30,7 +30,7 @@ def no_native_bf16(monkeypatch):
     """Every test runs as on a CPU without native bfloat16, so that `--amp auto` and the
     lines a run starts with are the same on any machine; a test of bf16 passes `--amp bf16` or
     sets the detection itself. (Subprocess runs of the cpu preset pass `--amp off`.)"""
-    monkeypatch.setattr("common.devices.cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr("common.parallel.devices.cpu_bf16_supported", lambda: False)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# A seated person in fractions of the frame (x, y), keypoint order of common.pose.
+# A seated person in fractions of the frame (x, y), keypoint order of common.posedata.pose.
 _PERSON_TEMPLATE = np.array(
     [
         (0.30, 0.62),  # right wrist

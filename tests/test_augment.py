@@ -1,4 +1,4 @@
-"""Augmentations (common.augment): arm poses and resize-and-place."""
+"""Augmentations (common.posedata.augment): arm poses and resize-and-place."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.augment import (
+from common.posedata.augment import (
     SCALE_TENTHS,
     arm_augment,
     geometric_augment,
@@ -14,7 +14,7 @@ from common.augment import (
     scaled_size,
     torso_height,
 )
-from common.pose import ARMS, HIPS, LEFT_HIP, NECK, NUM_KEYPOINTS, NUM_PAF_CHANNELS, RIGHT_HIP
+from common.posedata.pose import ARMS, HIPS, LEFT_HIP, NECK, NUM_KEYPOINTS, NUM_PAF_CHANNELS, RIGHT_HIP
 
 ARM_JOINTS = sorted({joint for arm in ARMS for joint in arm[1:]})  # elbows and wrists
 STILL_JOINTS = [joint for joint in range(NUM_KEYPOINTS) if joint not in ARM_JOINTS]

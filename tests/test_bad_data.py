@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoints import load_file
-from common.dataset import PoseDataset
-from common.sampling import ResumableSampler
+from common.runs.checkpoints import load_file
+from common.posedata.dataset import PoseDataset
+from common.posedata.sampling import ResumableSampler
 
 from conftest import SINGLE_THREAD_ENV
 

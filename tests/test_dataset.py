@@ -1,4 +1,4 @@
-"""Tests of common.dataset on tiny datasets written by the `tiny_dataset_dir` fixture
+"""Tests of common.posedata.dataset on tiny datasets written by the `tiny_dataset_dir` fixture
 (random-noise frames, drawn masks; nothing is downloaded)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.dataset import DataError, PoseDataset, collate_poses
-from common.imaging import IMAGENET_MEAN, IMAGENET_STD
+from common.posedata.dataset import DataError, PoseDataset, collate_poses
+from common.posedata.imaging import IMAGENET_MEAN, IMAGENET_STD
 
-HAVE_AUGMENT = importlib.util.find_spec("common.augment") is not None
-needs_augment = pytest.mark.skipif(not HAVE_AUGMENT, reason="common.augment not written yet")
+HAVE_AUGMENT = importlib.util.find_spec("common.posedata.augment") is not None
+needs_augment = pytest.mark.skipif(not HAVE_AUGMENT, reason="common.posedata.augment not written yet")
 
 
 def normalised(rgb_pixel) -> np.ndarray:

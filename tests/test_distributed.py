@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoints import load_file, load_state_dict_file, save_network
+from common.runs.checkpoints import load_file, load_state_dict_file, save_network
 from common.models.factory import build_generator, generator_config
 from common.models.init import init_weights
 from conftest import SINGLE_THREAD_ENV
@@ -95,21 +95,21 @@ def without_effect(network: torch.nn.Module, channels: int, size: int) -> frozen
 
 def initial_gan(argv: list[str]) -> dict[str, dict]:
     """G's and D's weights before training, as the script builds them (seeded)."""
-    from common.devices import Placement
-    from common.runlog import RunLog
+    from common.parallel.devices import Placement
+    from common.runs.runlog import RunLog
     from gan.options import parse_options
     from gan.train import build_model
 
     options, _ = parse_options(argv, gpu_available=False)
     cpu = torch.device("cpu")
     model, _ = build_model(options, Placement(cpu, cpu), RunLog(os.devnull, hold=True, echo=False))
-    from common.pose import SEMANTIC_CHANNELS
+    from common.posedata.pose import SEMANTIC_CHANNELS
     ignored = without_effect(model.netG, SEMANTIC_CHANNELS, options.image_size)
     return {"G": copy.deepcopy(model.netG.state_dict()), "D": copy.deepcopy(model.netD.state_dict()), "ignored": ignored}
 
 
 def initial_nadsnet(argv: list[str]) -> dict:
-    from common.runlog import RunLog
+    from common.runs.runlog import RunLog
     from nadsnet_pvt.options import parse_options
     from nadsnet_pvt.train import build_network
 

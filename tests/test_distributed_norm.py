@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common.distributed_ops import DistributedBatchNorm2d, distributed_world_size, global_sums
+from common.parallel.distributed_ops import DistributedBatchNorm2d, distributed_world_size, global_sums
 from common.models.factory import build_generator, generator_config
 from common.models.losses import dice_bce_loss, dice_loss, nadsnet_loss
 from common.models.normalization import (

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from common.dataset import PoseDataset, collate_poses
-from common.maps import nadsnet_targets
+from common.posedata.dataset import PoseDataset, collate_poses
+from common.posedata.maps import nadsnet_targets
 from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
-from common.pose import KEYPOINT_NAMES, LEFT_WRIST, NUM_KEYPOINTS
+from common.posedata.pose import KEYPOINT_NAMES, LEFT_WRIST, NUM_KEYPOINTS
 from nadsnet_pvt.evaluate import evaluate, main
 
 SUMMARY_KEYS = {

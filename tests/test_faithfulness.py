@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from common.devices import Placement
-from common.maps import nadsnet_targets, render_heatmaps, render_pafs
+from common.parallel.devices import Placement
+from common.posedata.maps import nadsnet_targets, render_heatmaps, render_pafs
 from common.models.factory import build_generator, build_nadsnet, generator_config
-from common.runlog import RunLog
+from common.runs.runlog import RunLog
 from conftest import person_keypoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +88,7 @@ def test_gan_loader_keeps_the_last_batch_nadsnet_loader_drops_it(tiny_dataset_di
     from nadsnet_pvt.train import build_loaders
 
     data = tiny_dataset_dir(num_images=7, width=96, height=80)
-    from common.dataset import PoseDataset
+    from common.posedata.dataset import PoseDataset
 
     log = RunLog("/dev/null", hold=True, echo=False)
     dataset = PoseDataset(*data.dataset_args(), image_size=64)
@@ -113,7 +113,7 @@ def test_gan_loader_keeps_the_last_batch_nadsnet_loader_drops_it(tiny_dataset_di
 def test_generated_frames_range_is_train_nadsnet_own_choice(tmp_path):
     """A generator file saying image_range 'seed' does not make NADS-Net training feed [-1, 1]
     frames: --image-range of train_nadsnet.py decides (converted by default)."""
-    from common.checkpoints import save_network
+    from common.runs.checkpoints import save_network
     from nadsnet_pvt.options import parse_options as nadsnet_parse
     from nadsnet_pvt.train import build_generated_samples
 
@@ -130,7 +130,7 @@ def test_generated_frames_range_is_train_nadsnet_own_choice(tmp_path):
 def test_keypoints_beyond_the_frame_draw_their_in_frame_tails(tiny_dataset_dir):
     """As in the seed, a labelled keypoint beyond the right edge is kept; its heatmap tail and its
     limb's PAF reach into the frame (numpy and torch renderers alike)."""
-    from common.dataset import PoseDataset
+    from common.posedata.dataset import PoseDataset
 
     data = tiny_dataset_dir(num_images=1, width=200, height=100)
     keypoints = person_keypoints(200, 100, scale=0.6)
@@ -161,7 +161,7 @@ def test_start_of_run_report_says_whether_the_seatbelt_guidance_is_on(seatbelt):
 def test_display_pass_on_discriminator_only_iterations_moves_no_statistics(tiny_dataset_dir):
     """--d-steps-per-g 2: on iterations without a G step the picture's fake is generated with
     the batch statistics, but G's running statistics and spectral-norm vectors stay put."""
-    from common.dataset import PoseDataset, collate_poses
+    from common.posedata.dataset import PoseDataset, collate_poses
     from gan.trainer import GANTrainer
 
     options = gan_options("--d-steps-per-g", "2", "--batch-size", "2")

@@ -28,8 +28,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.imaging import gan_to_imagenet
-from common.maps import gan_input
+from common.posedata.imaging import gan_to_imagenet
+from common.posedata.maps import gan_input
 from common.models.discriminator import MultiscaleDiscriminator
 from common.models.generator import SPADEGenerator
 from common.models.init import init_weights
@@ -194,7 +194,7 @@ def test_frozen_networks_get_no_gradients(both_runs):
 def test_on_the_cpu_the_networks_train_channels_last_and_files_keep_the_default_layout(tmp_path):
     """oneDNN convolves NHWC without reordering (benchmarks/README.md: the 384 px iteration is
     faster); a network's file must still hold default-layout tensors, as the seed's do."""
-    from common.checkpoints import save_network
+    from common.runs.checkpoints import save_network
 
     model = tiny_model()
     convolution_weights = {
@@ -219,7 +219,7 @@ def test_on_the_cpu_the_networks_train_channels_last_and_files_keep_the_default_
 def test_free_heap_pages_are_handed_back_only_above_the_threshold():
     """The holes freed tensors leave inside glibc's heaps stay resident until handed back; small
     amounts are left alone (handing them back costs page faults at the next step)."""
-    from common.devices import free_heap_bytes, release_free_heap_pages
+    from common.parallel.devices import free_heap_bytes, release_free_heap_pages
 
     def resident_bytes() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.augment import arm_augment
-from common.checkpoints import save_network
-from common.dataset import PoseDataset
+from common.posedata.augment import arm_augment
+from common.runs.checkpoints import save_network
+from common.posedata.dataset import PoseDataset
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 from common.models.init import init_weights
-from common.pose import ARMS, LEFT_HIP, LEFT_SHOULDER, NECK, RIGHT_HIP, RIGHT_SHOULDER
+from common.posedata.pose import ARMS, LEFT_HIP, LEFT_SHOULDER, NECK, RIGHT_HIP, RIGHT_SHOULDER
 from conftest import SINGLE_THREAD_ENV
 from gan.generation import commands
 from gan.generation.frames import MADE_PRESENT_VISIBILITY, generated_keypoint_values

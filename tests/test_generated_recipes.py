@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.augment import (
+from common.posedata.augment import (
     PLAUSIBLE_ELBOW_FLEXION_DEGREES,
     PLAUSIBLE_FOREARM_PER_TORSO,
     PLAUSIBLE_HEAD_ABOVE_NECK,
@@ -22,12 +22,12 @@ from common.augment import (
     arm_augment,
     torso_height,
 )
-from common.dataset import PoseDataset, WithGeneratedFrames, collate_poses
+from common.posedata.dataset import PoseDataset, WithGeneratedFrames, collate_poses
 from common.errors import DataError
 from common.models.factory import build_generator, generator_config
 from common.models.init import init_weights
-from common.pose import ARMS, LEFT_HIP, LEFT_SHOULDER, NECK, NUM_KEYPOINTS, RIGHT_HIP, RIGHT_SHOULDER
-from common.rendering import GeneratedSamples
+from common.posedata.pose import ARMS, LEFT_HIP, LEFT_SHOULDER, NECK, NUM_KEYPOINTS, RIGHT_HIP, RIGHT_SHOULDER
+from common.models.rendering import GeneratedSamples
 from nadsnet_pvt.batch import build_training_batch, geometric_generator
 from nadsnet_pvt.metrics import ValidationMetrics
 from test_train_nadsnet import SIZE, StubGenerator, make_data, recipe_batch, run_options
@@ -115,7 +115,7 @@ def test_library_arms_are_the_library_s_arms_on_this_person_s_shoulders_and_scal
     """A library of one right arm (its left arm unlabelled), read from a person twice as large:
     drawn onto a front-row person, the right arm is that arm at this person's scale and the left
     arm its mirror image (measured in the frame's square pixels)."""
-    from common.pose_library import load_arm_pose_library
+    from common.posedata.pose_library import load_arm_pose_library
 
     person = front_row_person()  # symmetric about x = 190
     person[[1, 0]] = (120, 180), (135, 230)  # right elbow and wrist
@@ -135,7 +135,7 @@ def test_library_arms_are_the_library_s_arms_on_this_person_s_shoulders_and_scal
 
 
 def test_library_draws_stay_in_the_frame_and_refuse_what_cannot_work(tmp_path):
-    from common.pose_library import load_arm_pose_library
+    from common.posedata.pose_library import load_arm_pose_library
 
     far = np.array([[[3.0, 0.0], [6.0, 0.0]]])  # an arm six torso heights long: never inside the frame
     person = front_row_person()
@@ -301,7 +301,7 @@ def test_a_pose_renders_to_the_same_frame_alone_and_among_others():
 
 
 def test_metrics_over_a_keypoint_subset_count_only_those_keypoints():
-    from common.maps import nadsnet_targets
+    from common.posedata.maps import nadsnet_targets
 
     keypoints = front_row_person(64)[None, None].astype(np.float32)
     keypoints = torch.from_numpy(keypoints)

@@ -1,4 +1,4 @@
-"""Label maps (common.maps): heatmaps and PAFs, numpy and torch.
+"""Label maps (common.posedata.maps): heatmaps and PAFs, numpy and torch.
 
 tests/data/seed_map_vectors.npz holds label maps computed by the seed's own code (copied from
 the project's reference data): poses of a 384 x 384 input rendered at 96 x 96 (stride 4) and
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.maps import (
+from common.posedata.maps import (
     HEATMAP_EXPONENT_CUTOFF,
     gan_input,
     nadsnet_targets,
@@ -23,7 +23,7 @@ from common.maps import (
     render_pafs_torch,
     sample_label_maps,
 )
-from common.pose import LIMBS, NECK, NUM_KEYPOINTS, NUM_PAF_CHANNELS, RIGHT_SHOULDER, SEMANTIC_CHANNELS
+from common.posedata.pose import LIMBS, NECK, NUM_KEYPOINTS, NUM_PAF_CHANNELS, RIGHT_SHOULDER, SEMANTIC_CHANNELS
 
 with np.load(Path(__file__).parent / "data" / "seed_map_vectors.npz") as _archive:
     SEED_MAPS = dict(_archive)  # read once: every access to an npz archive decompresses again

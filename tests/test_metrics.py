@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from common.pose import (
+from common.posedata.pose import (
     KEYPOINT_NAMES,
     LEFT_ELBOW,
     LEFT_HIP,

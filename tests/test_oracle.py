@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from common.errors import DataError
-from common.pose import ARMS, NECK, RIGHT_ELBOW, RIGHT_HIP, RIGHT_SHOULDER, RIGHT_WRIST
+from common.posedata.pose import ARMS, NECK, RIGHT_ELBOW, RIGHT_HIP, RIGHT_SHOULDER, RIGHT_WRIST
 from common.synthetic import render_frame, write_dataset
 from common.synthetic.files import SET_RECORD
 from common.synthetic.frame import CHANGED_ARM_POSE

@@ -2,7 +2,7 @@
 float32 equality tests.
 
 Both presets train in float32; `--amp auto` picks bf16 only on a CPU that computes bfloat16
-natively (common.devices.cpu_bf16_supported), and on such a CPU the cpu preset says in its
+natively (common.parallel.devices.cpu_bf16_supported), and on such a CPU the cpu preset says in its
 first lines that bf16 is there to try. conftest makes every test run as on a CPU without it,
 so these tests set the detection themselves. fp16 needs CUDA's loss scaling and is refused with
 one line everywhere else.
@@ -24,8 +24,8 @@ import copy
 import pytest
 import torch
 
-import common.devices
-from common.devices import autocast_context
+import common.parallel.devices
+from common.parallel.devices import autocast_context
 from common.errors import OptionError
 from tests.test_gan_efficiency import reference_discriminator_step, reference_generator_step, tiny_batch, tiny_model
 
@@ -48,7 +48,7 @@ def script_options(script: str):
 @pytest.mark.parametrize("script", ["train_gan", "train_nadsnet"])
 @pytest.mark.parametrize("native", [True, False])
 def test_the_presets_train_in_float32_and_auto_picks_bf16_only_where_the_cpu_computes_it(script, native, monkeypatch):
-    monkeypatch.setattr(common.devices, "cpu_bf16_supported", lambda: native)
+    monkeypatch.setattr(common.parallel.devices, "cpu_bf16_supported", lambda: native)
     parse_options = script_options(script)
 
     def precision_lines(messages):
@@ -74,7 +74,7 @@ def test_the_presets_train_in_float32_and_auto_picks_bf16_only_where_the_cpu_com
 
 def test_the_detection_asks_torch_about_the_processor():
     # conftest replaces the function for every test; the original is still the module's code.
-    from common.devices import amp_problem
+    from common.parallel.devices import amp_problem
 
     assert amp_problem("bf16", ["cpu"]) is None and amp_problem("off", ["cpu", "cuda"]) is None
     assert amp_problem("fp16", ["cuda"]) is None and "CUDA" in amp_problem("fp16", ["cuda", "cpu"])
@@ -87,7 +87,7 @@ def test_the_detection_asks_torch_about_the_processor():
 def _real_detection() -> bool:
     import importlib
 
-    fresh = importlib.reload(importlib.import_module("common.devices"))  # undo the fixture's patch
+    fresh = importlib.reload(importlib.import_module("common.parallel.devices"))  # undo the fixture's patch
     try:
         return fresh.cpu_bf16_supported()
     finally:
@@ -210,7 +210,7 @@ def test_bf16_nadsnet_step_and_evaluation_stay_close_to_float32(one_thread):
 
 
 def test_on_the_cpu_the_optimisers_run_fused_and_update_as_the_default_implementation():
-    from common.devices import optimizer_implementation
+    from common.parallel.devices import optimizer_implementation
     from gan.trainer import GANTrainer
     from nadsnet_pvt.trainer import NADSNetTrainer
 

@@ -1,6 +1,6 @@
 """Peaks -> people (nadsnet_pvt.inference), the predict command and the ONNX export.
 
-Grouping runs on ground-truth maps rendered by common.maps, at 128 px: at 64 px sigma is
+Grouping runs on ground-truth maps rendered by common.posedata.maps, at 128 px: at 64 px sigma is
 1.17 px, under half a 4 px cell, so a keypoint near a cell corner heats no cell above the
 0.1 peak threshold and is legitimately not found; at 128 px every keypoint gives a peak.
 
@@ -26,10 +26,10 @@ import pytest
 import torch
 from torch import nn
 
-from common.dataset import PoseDataset
-from common.maps import nadsnet_targets
+from common.posedata.dataset import PoseDataset
+from common.posedata.maps import nadsnet_targets
 from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
-from common.pose import LEFT_ELBOW, LEFT_WRIST, NECK, NUM_KEYPOINTS
+from common.posedata.pose import LEFT_ELBOW, LEFT_WRIST, NECK, NUM_KEYPOINTS
 from nadsnet_pvt import export as export_cli
 from nadsnet_pvt import predict as predict_cli
 from nadsnet_pvt.inference import group_people, match_limb, predict_people

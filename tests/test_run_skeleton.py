@@ -1,4 +1,4 @@
-"""The run skeleton both trainings share (common.run): stop requests sent to the whole job,
+"""The run skeleton both trainings share (common.runs.run): stop requests sent to the whole job,
 one run per folder, bounded pictures and checkpoints, provenance and format, bad options.
 
 Stop requests are tested as a scheduler sends them: the training runs in a new session
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoints import load_file
-from common.files import save_atomic
-from common.run_folder import LOCK_NAME
-from common.visualize import Gallery, GalleryEntry, save_png
+from common.runs.checkpoints import load_file
+from common.runs.files import save_atomic
+from common.runs.run_folder import LOCK_NAME
+from common.posedata.visualize import Gallery, GalleryEntry, save_png
 from conftest import SINGLE_THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def nadsnet_argv(data, checkpoints: Path, *extra: str) -> list[str]:
 CHILD = textwrap.dedent('''
     import importlib, os, signal, sys
     sys.path.insert(0, {root!r})
-    from common.stopping import STOP
+    from common.runs.stopping import STOP
     STOP.install()
     module_name, owner_name, attribute = {target!r}
     owner = importlib.import_module(module_name)
@@ -235,12 +235,12 @@ def test_a_restart_right_after_kill_9_is_not_refused_by_orphaned_workers(tmp_pat
     import signal
     import time
 
-    from common.run_folder import RunLock
+    from common.runs.run_folder import RunLock
 
     script = textwrap.dedent("""
         import os, sys, time
         from pathlib import Path
-        from common.run_folder import RunLock
+        from common.runs.run_folder import RunLock
         RunLock(Path(sys.argv[1])).acquire()
         child = os.fork()
         if child == 0:  # the orphan-to-be: lives on after its parent is killed
@@ -403,7 +403,7 @@ def test_short_runs_leave_a_picture_of_their_last_iteration_and_charts_with_thei
     one point shows that point."""
     import cv2
 
-    from common.visualize import plot_curves
+    from common.posedata.visualize import plot_curves
     from gan.train import main as gan_main
     from nadsnet_pvt.train import main as nadsnet_main
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from common.dataset import PoseDataset
-from common.imaging import imagenet_to_gan
-from common.maps import nadsnet_targets
+from common.posedata.dataset import PoseDataset
+from common.posedata.imaging import imagenet_to_gan
+from common.posedata.maps import nadsnet_targets
 from common.models.nadsnet import NADSNetOutput
 from conftest import SINGLE_THREAD_ENV
 from gan.faithfulness import Faithfulness
@@ -74,7 +74,7 @@ class LookupGenerator(nn.Module):
 
 
 def test_faithfulness_of_an_identity_like_and_a_broken_generator(tiny_dataset_dir):
-    from common.maps import gan_input
+    from common.posedata.maps import gan_input
 
     data = tiny_dataset_dir(num_images=3, width=128, height=96)
     dataset = PoseDataset(*data.dataset_args(), image_size=64)
@@ -226,7 +226,7 @@ def _side_by_side(tmp_path, monkeypatch, behaviour):
 
 
 def test_side_by_side_trainings_pass_a_stop_on_and_none_starts_after_it(tmp_path, monkeypatch):
-    from common.stopping import STOP, TrainingInterrupted
+    from common.runs.stopping import STOP, TrainingInterrupted
 
     runner, trainings, started = _side_by_side(tmp_path, monkeypatch, {"a": (30, 0), "b": (30, 0), "c": (0, 0)})
     progress = runner.Progress(trainings, stream=open(os.devnull, "w"))

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.pose import (
+from common.posedata.pose import (
     FRONT_ROW_TORSO_HEIGHT,
     LEFT_ELBOW,
     LEFT_HIP,

@@ -18,17 +18,17 @@ import pytest
 import torch
 from torch import nn
 
-from common.checkpoints import load_file, load_state_dict_file, save_network
-from common.imaging import gan_to_imagenet
+from common.runs.checkpoints import load_file, load_state_dict_file, save_network
+from common.posedata.imaging import gan_to_imagenet
 from common.errors import CheckpointError, NonFiniteLossError
-from common.runlog import RunLog
-from common.stopping import TrainingInterrupted
-from common.maps import gan_input, nadsnet_targets
+from common.runs.runlog import RunLog
+from common.runs.stopping import TrainingInterrupted
+from common.posedata.maps import gan_input, nadsnet_targets
 from common.models.factory import build_generator, generator_config, load_nadsnet
 from common.models.init import init_weights
-from common.pose import NUM_KEYPOINTS
+from common.posedata.pose import NUM_KEYPOINTS
 from nadsnet_pvt import train as train_module
-from common.rendering import GeneratedSamples
+from common.models.rendering import GeneratedSamples
 from nadsnet_pvt.batch import TrainingBatch, build_training_batch, generated_count, geometric_generator
 from nadsnet_pvt.checkpoint import NADSNetCheckpoint
 from nadsnet_pvt.options import parse_options

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.visualize import PageSection, link_from_page, save_png, write_page
+from common.posedata.visualize import PageSection, link_from_page, save_png, write_page
 
 
 def test_page_lists_only_existing_images_and_links_are_added_once(tmp_path):

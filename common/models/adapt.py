@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoints import describe_mismatch, load_state_dict_file
+from common.runs.checkpoints import describe_mismatch, load_state_dict_file
 from common.errors import CheckpointError
 from common.models.pvt import PyramidVisionTransformer
 
@@ -293,7 +293,7 @@ def load_into(
 
 def read_state_dict(path: str | Path) -> StateDict:
     """Read a state dict from a local file: `.safetensors`, or a torch file read by
-    `common.checkpoints.load_state_dict_file` (weights only; unwraps {'state_dict': ...} and
+    `common.runs.checkpoints.load_state_dict_file` (weights only; unwraps {'state_dict': ...} and
     {'model': ...}; strips `module.`). Raises CheckpointError naming the file."""
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from torch.utils.checkpoint import checkpoint
 
-from common.devices import at_least_float32
+from common.parallel.devices import at_least_float32
 from common.models.normalization import SPADE, SPADE_HIDDEN_CHANNELS, frozen_norm_statistics, spectral_vectors
 
 # Number of x2 nearest upsamplings between the start grid and the output, per SPADE option.

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from common.devices import at_least_float32
+from common.parallel.devices import at_least_float32
 from common.errors import CheckpointError
 
 DiscriminatorOutput = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
@@ -232,7 +232,7 @@ class VGGLoss(nn.Module):
 #   which is the local mean (today's code) exactly when all B_j are equal, and otherwise is not;
 # - the Dice term 1 - (2 I + 1) / (S_p + S_t + 1) is not a sum over samples: it must be
 #   computed on every process from the global sums I, S_p, S_t, through an all-reduce whose
-#   backward sums the gradients over the processes (`common.distributed_ops.global_sums`).
+#   backward sums the gradients over the processes (`common.parallel.distributed_ops.global_sums`).
 # Passing `reducer=global_sums` does both: every sum (and the normalisers M) is reduced over
 # the processes, so each process's loss value equals the global-batch loss, and the reducer's
 # backward supplies the factor P of the first rule. Without a reducer nothing changes.
@@ -258,7 +258,7 @@ def dice_loss(
 
     pred: probabilities in [0, 1], target: {0, 1} (or soft), same number of elements.
     reducer: None, or a differentiable sum over processes of a (3,) tensor (e.g.
-    `common.distributed_ops.global_sums`): the three sums are then those of the global batch
+    `common.parallel.distributed_ops.global_sums`): the three sums are then those of the global batch
     (see the DDP note above).
     """
     p = pred.reshape(-1).float()
@@ -302,7 +302,7 @@ def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor, reducer: Reducer | N
     pred: probabilities in [0, 1] (the seatbelt head ends in (tanh + 1) / 2); target in [0, 1].
     The log terms are clamped at -100 inside F.binary_cross_entropy, as nn.BCELoss does.
     reducer: None (this process's batch), or a differentiable sum over processes (e.g.
-    `common.distributed_ops.global_sums`): BCE and Dice of the global batch, one collective
+    `common.parallel.distributed_ops.global_sums`): BCE and Dice of the global batch, one collective
     (see the DDP note above).
     """
     bce, dice = _dice_bce_parts(pred, target, reducer)
@@ -354,7 +354,7 @@ def nadsnet_loss(
     seatbelt head (pred_seatbelt None) the seatbelt term is absent from 'total' and the dict.
 
     reducer: None (this process's batch), or a differentiable sum over processes (e.g.
-    `common.distributed_ops.global_sums`; one collective per call): every term is then that
+    `common.parallel.distributed_ops.global_sums`; one collective per call): every term is then that
     of the global batch (B the global batch size), the same value on every process, and DDP's
     gradient average is the global batch's gradient, for unequal local batches too (see the
     DDP note above). Without a reducer under DDP, SSE/B and BCE are right only for equal local

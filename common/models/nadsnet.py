@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.devices import at_least_float32
+from common.parallel.devices import at_least_float32
 from common.models.adapt import LoadReport, load_backbone_weights
 from common.models.pvt import pvt_tiny
-from common.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, check_image_size
+from common.posedata.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, check_image_size
 
 FPN_CHANNELS = 256
 LEVEL_CHANNELS = 128  # channels of each pyramid level inside a head, before concatenation

@@ -9,7 +9,7 @@ segmentation map (here: the 26-channel pose map):
 The batch norm is a plain `nn.BatchNorm2d(affine=False)` so that the state_dict keys are
 `param_free_norm.running_mean/running_var/num_batches_tracked`, exactly as the seed saved
 them. Under DDP, `convert_batch_norms_for_distributed` turns it into `nn.SyncBatchNorm`
-(NCCL) or `common.distributed_ops.DistributedBatchNorm2d` (gloo, CPU) with the same keys.
+(NCCL) or `common.parallel.distributed_ops.DistributedBatchNorm2d` (gloo, CPU) with the same keys.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from common.distributed_ops import DistributedBatchNorm2d
+from common.parallel.distributed_ops import DistributedBatchNorm2d
 
 SPADE_HIDDEN_CHANNELS = 128
 _RUNNING_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.devices import at_least_float32
-from common.pose import check_image_size
+from common.parallel.devices import at_least_float32
+from common.posedata.pose import check_image_size
 
 # LayerNorm epsilons of the seed: transformer blocks (and the unused final norm) use 1e-6;
 # the patch embeddings and the spatial-reduction norm use PyTorch's default 1e-5.

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from common.pose import LEFT_HIP, LEFT_SHOULDER, RIGHT_HIP, RIGHT_SHOULDER
+from common.posedata.pose import LEFT_HIP, LEFT_SHOULDER, RIGHT_HIP, RIGHT_SHOULDER
 from common.synthetic.painter import Point
 
 ARM_POSE_FAMILIES: tuple[str, ...] = ("wheel", "lap", "raised", "phone", "cross", "reach", "window")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from common.pose import (
+from common.posedata.pose import (
     LEFT_ELBOW,
     LEFT_HIP,
     LEFT_SHOULDER,

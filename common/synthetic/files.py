@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from common.dataset import annotation_file_text
+from common.posedata.dataset import annotation_file_text
 from common.synthetic.arms import ARM_POSE_FAMILIES, check_arm_poses, format_arm_poses
 from common.synthetic.frame import Frame, render_frame
 from common.synthetic.layout import DEFAULT_HEIGHT, DEFAULT_WIDTH, RAW_IMAGES_DIR, SEATBELT_MASK_DIR, SPLITS

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from common.pose import ARMS, FRONT_ROW_TORSO_HEIGHT
+from common.posedata.pose import ARMS, FRONT_ROW_TORSO_HEIGHT
 from common.synthetic.arms import check_arm_poses
 from common.synthetic.cabin import (
     draw_cabin,

@@ -26,9 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from common.dataset import PERSON_LABEL, read_annotation_list
+from common.posedata.dataset import PERSON_LABEL, read_annotation_list
 from common.errors import DataError
-from common.pose import NUM_KEYPOINTS
+from common.posedata.pose import NUM_KEYPOINTS
 from common.synthetic.files import SET_RECORD, write_frame_images, frame_annotations, write_annotation_file
 from common.synthetic.frame import ARM_OVERRIDE_JOINTS, render_frame
 from common.synthetic.layout import SPLITS

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.pose import (
+from common.posedata.pose import (
     ARMS,
     HIPS,
     LEFT_HIP,
@@ -31,7 +31,7 @@ from common.synthetic.painter import Painter, Point
 
 @dataclass
 class Person:
-    """One occupant. `keypoints` (9, 2) in scene coordinates, in common.pose order."""
+    """One occupant. `keypoints` (9, 2) in scene coordinates, in common.posedata.pose order."""
 
     row: str  # "front" or "back"
     keypoints: np.ndarray

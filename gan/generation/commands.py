@@ -20,16 +20,16 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from common.augment import arm_augment
-from common.checkpoints import config_path_for
-from common.cli import run_script
-from common.dataset import PERSON_LABEL
+from common.posedata.augment import arm_augment
+from common.runs.checkpoints import config_path_for
+from common.runs.cli import run_script
+from common.posedata.dataset import PERSON_LABEL
 from common.errors import DataError, OptionError
 from common.models.factory import build_generator, describe_config, load_generator
 from common.models.normalization import normalised_map_areas
-from common.pose import SEMANTIC_CHANNELS
+from common.posedata.pose import SEMANTIC_CHANNELS
 from common.synthetic.layout import RAW_IMAGES_DIR, SEATBELT_MASK_DIR
-from common.visualize import save_png
+from common.posedata.visualize import save_png
 from gan.generation.frames import Frames, generated_keypoint_values, read_annotated_frames, read_pose_frames
 from gan.generation.options import PROG, parse_options
 from gan.generation.output import FINISHED, OutputFolder, command_record, write_annotation_file
@@ -84,7 +84,7 @@ def generated_annotations(frames: Frames, job: Job) -> list[dict]:
 def dataset_plan(frames: Frames, mode: str, copies: int, seed: int, include_source: bool,
                  library: np.ndarray | None = None) -> Plan:
     """`copies` frames per source frame in arm-augmented poses (front-row people only, as in the seed;
-    `library`: the arms 'library' draws, common.pose_library).
+    `library`: the arms 'library' draws, common.posedata.pose_library).
     Copy k of frame i draws from np.random.default_rng([seed, i, k]), so a copy's pose depends
     on nothing else (not on the batch size, nor on which frames a resumed run still renders)."""
     jobs, annotations = [], []
@@ -208,7 +208,7 @@ def arm_pose_library(mode: str, library_file: Path | None) -> np.ndarray | None:
         raise OptionError("--arm-pose-library", "goes with --arm-augment library, and only with it")
     if library_file is None:
         return None
-    from common.pose_library import load_arm_pose_library
+    from common.posedata.pose_library import load_arm_pose_library
 
     return load_arm_pose_library(library_file)
 
@@ -278,5 +278,5 @@ def generate(options: argparse.Namespace, messages: Sequence[str] = ()) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; exit codes (common.cli): 0 done, 1 a bad file or folder (one line), 2 bad options."""
+    """The command line; exit codes (common.runs.cli): 0 done, 1 a bad file or folder (one line), 2 bad options."""
     return run_script(PROG, parse_options, generate, argv)

@@ -1,7 +1,7 @@
 """The source side of generate.py: which frames, at which size, in which poses, with which belt.
 
 Frames come from an annotation file in the seed's format (README "Data format"). With image or
-mask files they are read and validated by `common.dataset.PoseDataset` (every file present,
+mask files they are read and validated by `common.posedata.dataset.PoseDataset` (every file present,
 headers readable, masks the size of their images, file ends intact); `poses` without files reads
 the annotations alone and gives every frame the size `--frame-size`.
 
@@ -22,8 +22,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from common.augment import torso_height
-from common.dataset import (
+from common.posedata.augment import torso_height
+from common.posedata.dataset import (
     PERSON_LABEL,
     parse_person_annotations,
     read_annotation_list,
@@ -31,9 +31,9 @@ from common.dataset import (
     validated_dataset,
 )
 from common.errors import DataError
-from common.files import write_atomic
-from common.pose import LEFT_HIP, NUM_KEYPOINTS, RIGHT_SHOULDER
-from common.visualize import overlay_mask, save_png
+from common.runs.files import write_atomic
+from common.posedata.pose import LEFT_HIP, NUM_KEYPOINTS, RIGHT_SHOULDER
+from common.posedata.visualize import overlay_mask, save_png
 
 # --belt from-keypoints: the shoulder belt is 8.5 % of the torso height wide (as the synthetic
 # frames of common/synthetic/people.py draw it), measured in input pixels at S, at least 2 px.
@@ -140,7 +140,7 @@ def belt_from_keypoints(people: np.ndarray, image_size: int) -> np.ndarray:
     the left hip, BELT_WIDTH_PER_TORSO x torso height wide (at least MIN_BELT_WIDTH px).
 
     people: (P, 9, 2) input pixels, NaN = missing; a person without both ends gets no belt. The
-    torso height is common.augment.torso_height, or the belt's length without a neck.
+    torso height is common.posedata.augment.torso_height, or the belt's length without a neck.
     """
     canvas = np.zeros((image_size, image_size), dtype=np.uint8)
     for person in np.asarray(people, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2):

@@ -9,11 +9,11 @@ from typing import Sequence
 
 import torch
 
-from common.augment import ARM_AUGMENT_MODES
-from common.cli import OneLineParser
-from common.devices import AMP_MODES, parse_device
+from common.posedata.augment import ARM_AUGMENT_MODES
+from common.runs.cli import OneLineParser
+from common.parallel.devices import AMP_MODES, parse_device
 from common.errors import OptionError
-from common.options import check_amp, positive_int, seed_value
+from common.runs.options import check_amp, positive_int, seed_value
 
 PROG = "generate.py"
 DEFAULT_BATCH_SIZE = 4
@@ -65,7 +65,7 @@ def build_parser() -> OneLineParser:
                          help="how the arms of front-row people change (default: slightly, the seed's)")
     dataset.add_argument("--arm-pose-library", type=Path, default=None, metavar="ANNOTATIONS",
                          help="for --arm-augment library: the annotation file whose front-row arms are drawn "
-                         "(common/pose_library.py)")
+                         "(common/posedata/pose_library.py)")
     dataset.add_argument("--copies", type=positive_int, default=1, help="generated frames per source frame")
     dataset.add_argument("--seed", type=seed_value, default=0, help="seed of the arm augmentation")
     dataset.add_argument("--include-source", action="store_true",

@@ -1,9 +1,9 @@
 """Frames from poses with a trained generator: batches of poses and belts in, uint8 RGB frames out.
 
-The generator runs through `common.rendering.GeneratedSamples` (the same rendering NADS-Net's
+The generator runs through `common.models.rendering.GeneratedSamples` (the same rendering NADS-Net's
 training uses: the 26-channel input on the generator's device, no autograd, the generator left
 unchanged) with image_range 'seed', i.e. its [-1, 1] output unconverted, which
-`common.imaging.gan_to_uint8` maps to pixels by (v + 1) / 2 * 255, as the seed saved its pictures.
+`common.posedata.imaging.gan_to_uint8` maps to pixels by (v + 1) / 2 * 255, as the seed saved its pictures.
 
 Eval mode (the default) normalises with the stored running statistics, so a frame depends only
 on its own pose and belt: on the CPU the bytes are the same whatever the batch size. With
@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from common.imaging import gan_to_uint8
-from common.pose import NUM_KEYPOINTS
-from common.rendering import GeneratedSamples
+from common.posedata.imaging import gan_to_uint8
+from common.posedata.pose import NUM_KEYPOINTS
+from common.models.rendering import GeneratedSamples
 
 
 def pad_people(poses: Sequence[np.ndarray]) -> np.ndarray:

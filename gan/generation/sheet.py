@@ -15,7 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from common.visualize import PageSection, draw_skeleton, save_png, write_page
+from common.posedata.visualize import PageSection, draw_skeleton, save_png, write_page
 
 SHEET_ROWS = 100
 THUMBNAIL_WIDTH = 256

@@ -1,7 +1,7 @@
 """A library of arm poses for `--arm-augment library`: the arms of another set's people.
 
 An arm is its elbow and wrist as offsets from its shoulder in torso heights (neck to hips),
-mirrored so that +x points away from the body (common.augment.arm_offsets), so an arm of any
+mirrored so that +x points away from the body (common.posedata.augment.arm_offsets), so an arm of any
 person, either side, at any distance from the camera fits any other person. The library is
 read from an annotation file in the seed's format: every person whose `row` is "front" (all
 people when the file has no rows), every arm with shoulder, elbow and wrist labelled (v > 0).
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.augment import arm_offsets
-from common.dataset import PERSON_LABEL, read_annotation_list
+from common.posedata.augment import arm_offsets
+from common.posedata.dataset import PERSON_LABEL, read_annotation_list
 from common.errors import DataError
-from common.pose import NUM_KEYPOINTS
+from common.posedata.pose import NUM_KEYPOINTS
 
 
 def load_arm_pose_library(annotation_file: Path) -> np.ndarray:

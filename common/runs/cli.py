@@ -19,8 +19,8 @@ import sys
 from typing import Any, Callable, Sequence
 
 from common.errors import EXIT_BAD_OPTIONS, EXIT_DONE, EXIT_ERROR, USER_ERRORS, DataError, OptionError
-from common.distributed import is_peer_failure, torchrun_environment
-from common.stopping import TrainingInterrupted
+from common.parallel.distributed import is_peer_failure, torchrun_environment
+from common.runs.stopping import TrainingInterrupted
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -89,7 +89,7 @@ class Placement:
 
 def place_networks(options: Any, log: Any, job: Any, generator_used: bool = True) -> Placement:
     """The process's devices from --gan-device / --nadsnet-device, the GPUs present and its
-    place in the job (common.distributed), said in one line per process; cuDNN autotuning on
+    place in the job (common.parallel.distributed), said in one line per process; cuDNN autotuning on
     GPUs; on the CPU, --lean-memory."""
     gan, nadsnet = resolve_devices(options.gan_device, options.nadsnet_device, local_rank=job.local_rank,
                                    local_world_size=job.local_world_size)

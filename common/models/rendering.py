@@ -12,9 +12,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from common.devices import autocast_context
-from common.imaging import gan_to_imagenet, resize_images
-from common.maps import gan_input
+from common.parallel.devices import autocast_context
+from common.posedata.imaging import gan_to_imagenet, resize_images
+from common.posedata.maps import gan_input
 from common.models.normalization import convert_batch_norms_for_distributed, frozen_norm_statistics
 
 

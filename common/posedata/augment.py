@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.pose import (
+from common.posedata.pose import (
     ARMS,
     FRONT_ROW_TORSO_HEIGHT,
     HIPS,
@@ -53,7 +53,7 @@ ARM_AWAY = (-1.0, 1.0)  # per arm of ARMS: the x direction away from the body (t
 
 SCALE_TENTHS = tuple(range(3, 11))  # scales 0.3, 0.4, ..., 1.0, in tenths for exact arithmetic
 # The canvas around a shrunk image is this grey pixel value, as in the seed; callers normalise it
-# like any pixel, e.g. common.imaging.imagenet_value_of(CANVAS_GREY_PIXEL), for `image_fill`.
+# like any pixel, e.g. common.posedata.imaging.imagenet_value_of(CANVAS_GREY_PIXEL), for `image_fill`.
 CANVAS_GREY_PIXEL = 128
 
 
@@ -104,7 +104,7 @@ def arm_augment(keypoints: np.ndarray, mode: str, rng: np.random.Generator, imag
     Only people whose torso height exceeds 70 px (at 384 input, scaled) are changed; people
     without a neck or without both hips are left alone.
     rng: the source of every random draw (seed it per sample for reproducible epochs).
-    library: for 'library': (N, 2, 2) arms as `arm_offsets` gives them (common.pose_library
+    library: for 'library': (N, 2, 2) arms as `arm_offsets` gives them (common.posedata.pose_library
         reads them from an annotation file).
     pixel_aspect: the source frame's width / height (the input stretches it to a square), so
         that 'plausible' angles and lengths are those of the frame; the other modes ignore it.

@@ -6,9 +6,9 @@ LOCAL_RANK and LOCAL_WORLD_SIZE in their environment (several machines: torchrun
 reads them, picks the process's devices by `process_devices` and joins the process group:
 NCCL when the process trains on CUDA, gloo on the CPU. Without torchrun it is a job of one.
 
-What the run skeleton (common.run) does with it:
+What the run skeleton (common.runs.run) does with it:
 - `--batch-size` is the global batch; process r trains on its share of each global batch, in
-  the order one process would use (common.sampling.ResumableSampler);
+  the order one process would use (common.posedata.sampling.ResumableSampler);
 - only process 0 writes (checkpoints, states, pages, logs, TensorBoard) and holds the lock;
 - decisions are agreed at every batch boundary (`any_process`): a stop request on any process
   stops all of them at the same batch; a non-finite loss on any process skips or stops the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from common.devices import gpu_count, process_devices
+from common.parallel.devices import gpu_count, process_devices
 
 # Collectives wait this long for a slow peer (a save, a picture, building the synthetic set on
 # process 0) before failing; a dead peer fails them at once on gloo, and torchrun ends the job.

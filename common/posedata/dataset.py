@@ -4,7 +4,7 @@ Annotation format: a JSON object whose `annotations` list holds objects with
 `"label"`, `"image_id"` and `"keypoints"`. Only `"label": "Person"` is used. `image_id` is a
 path relative to the images and masks folders, without extension; backslashes mean `/`.
 `keypoints` is a flat list of 27 numbers, (x, y, v) for each of the 9 keypoints of
-common.pose, in pixels of the source image; v is 0 (not labelled), 1 (occluded) or
+common.posedata.pose, in pixels of the source image; v is 0 (not labelled), 1 (occluded) or
 2 (visible). Several Person annotations with the same image_id are several people.
 
 Everything the file could get wrong is checked when the dataset is built, so a bad file fails
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.augment import ARM_AUGMENT_MODES, arm_augment
+from common.posedata.augment import ARM_AUGMENT_MODES, arm_augment
 from common.errors import DataError
-from common.imaging import IMAGENET_MEAN, IMAGENET_STD
-from common.pose import KEYPOINT_NAMES, NUM_KEYPOINTS, check_image_size
-from common.stopping import ignore_stop_signals
+from common.posedata.imaging import IMAGENET_MEAN, IMAGENET_STD
+from common.posedata.pose import KEYPOINT_NAMES, NUM_KEYPOINTS, check_image_size
+from common.runs.stopping import ignore_stop_signals
 
 PERSON_LABEL = "Person"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # tried in this order
@@ -253,9 +253,9 @@ class PoseDataset(torch.utils.data.Dataset):
         images_dir: folder holding `<image_id>.png` (or .jpg / .jpeg when no .png exists).
         masks_dir: folder holding the seatbelt mask `<image_id>.png` (or .jpg / .jpeg).
         image_size: network input size S (a positive multiple of 32).
-        arm_augment: one of common.augment.ARM_AUGMENT_MODES, applied to a copy of the
+        arm_augment: one of common.posedata.augment.ARM_AUGMENT_MODES, applied to a copy of the
             keypoints to give `augmented_keypoints`.
-        arm_pose_library: for 'library': the (N, 2, 2) arms it draws (common.pose_library).
+        arm_pose_library: for 'library': the (N, 2, 2) arms it draws (common.posedata.pose_library).
         seed: seed of the augmentation; sample i of epoch e draws from
             np.random.default_rng([seed, e, i]), so results do not depend on the worker count.
 
@@ -561,12 +561,12 @@ def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
-    """The training scripts' DataLoader: the batches of a common.sampling.ResumableSampler (this
+    """The training scripts' DataLoader: the batches of a common.posedata.sampling.ResumableSampler (this
     process's share of each global batch), collated with `collate_poses`, pinned for CUDA.
 
     Workers are not persistent: `PoseDataset.set_epoch` (the arm augmentation's draws) must
     reach them, and only workers started anew each epoch see it. Workers ignore SIGINT and
-    SIGTERM sent to the whole process group (common.stopping): the main process stops them.
+    SIGTERM sent to the whole process group (common.runs.stopping): the main process stops them.
     """
     workers = max(0, num_workers)
     return torch.utils.data.DataLoader(

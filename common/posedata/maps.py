@@ -10,7 +10,7 @@ exp(-e), e = d^2 / (2 sigma^2), to the cells with e <= HEATMAP_EXPONENT_CUTOFF; 
 clipped to at most 1. All terms are non-negative, so clipping the sum once equals the seed's
 clipping after every addition. The optional background channel is clip(1 - max, 0, 1).
 
-PAF (channels 2k, 2k + 1 = x, y of limb k in common.pose.LIMBS): endpoints are divided by the
+PAF (channels 2k, 2k + 1 = x, y of limb k in common.posedata.pose.LIMBS): endpoints are divided by the
 stride (PAF cells are compared at their integer index, not at their centre: a seed quirk the
 trained networks depend on). A cell gets the limb's unit vector when it lies in the limb's
 bounding box widened by `threshold` (Python half-to-even rounding, upper bound exclusive) and
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.pose import (
+from common.posedata.pose import (
     HEATMAP_SIGMA,
     LIMBS,
     NUM_KEYPOINTS,

@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from common.devices import AMP_MODES, amp_problem
+from common.parallel.devices import AMP_MODES, amp_problem
 from common.errors import OptionError
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 IMAGE_SIZE_STEP = 32  # the PVT backbone and the generator's 'normal' upsampling both need it
-NONFINITE_STREAK_LIMIT = 20  # common.run's limit of skipped batches in a row, for --help
+NONFINITE_STREAK_LIMIT = 20  # common.runs.run's limit of skipped batches in a row, for --help
 AMP_CHOICES = ("auto", *AMP_MODES)  # the training scripts' --amp
 
 
@@ -126,7 +126,7 @@ def training_parser(prog: str, description: str, presets: Mapping[str, Mapping[s
                     ) -> tuple[argparse.ArgumentParser, dict]:
     """A training script's parser with the shared option groups (add_shared_options' return);
     call describe_presets once the script's own options are added."""
-    from common.cli import OneLineParser
+    from common.runs.cli import OneLineParser
 
     parser = OneLineParser(prog=prog, description=description, formatter_class=HelpFormatter)
     return parser, add_shared_options(parser, presets, validation=True)
@@ -176,10 +176,10 @@ def check_amp(amp: str, device_types: Iterable[str]) -> None:
 
 def resolve_amp(options: argparse.Namespace, gpu_available: bool, given: bool = True) -> list[str]:
     """--amp 'auto' becomes 'bf16' when every network runs on a CPU that computes bfloat16
-    natively (common.devices.cpu_bf16_supported), else 'off'; fp16 off CUDA is refused
+    natively (common.parallel.devices.cpu_bf16_supported), else 'off'; fp16 off CUDA is refused
     (OptionError). Returns the line for the start of the run: which precision an 'auto' run
     got, or, for a preset's float32 (`given` False) on such a CPU, that bf16 is there to try."""
-    from common.devices import cpu_bf16_supported  # looked up per call: tests set the processor
+    from common.parallel.devices import cpu_bf16_supported  # looked up per call: tests set the processor
 
     types = run_device_types(options, gpu_available)
     check_amp(options.amp, types)
@@ -200,7 +200,7 @@ def resolve_amp(options: argparse.Namespace, gpu_available: bool, given: bool = 
 
 def check_devices(options: argparse.Namespace) -> None:
     """--gan-device / --nadsnet-device name devices that exist (else OptionError)."""
-    from common.devices import parse_device
+    from common.parallel.devices import parse_device
 
     for flag in ("gan_device", "nadsnet_device"):
         name = getattr(options, flag, None)
@@ -213,7 +213,7 @@ def check_devices(options: argparse.Namespace) -> None:
 
 def check_batch_split(options: argparse.Namespace) -> None:
     """Under torchrun --batch-size is the global batch: it must split evenly over the processes."""
-    from common.distributed import torchrun_environment
+    from common.parallel.distributed import torchrun_environment
 
     environment = torchrun_environment()
     world = environment[1] if environment else 1

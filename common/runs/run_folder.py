@@ -176,7 +176,7 @@ def provenance() -> dict[str, str]:
         import torch
 
         _PROVENANCE = {
-            "project_commit": _git_commit(Path(__file__).resolve().parents[1]),
+            "project_commit": _git_commit(Path(__file__).resolve().parents[2]),
             "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only=True
             "python": platform.python_version(),
         }
