@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from common.errors import OptionError
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
@@ -20,17 +20,11 @@ from common.models.normalization import normalised_map_areas
 from common.runs.options import (
     IMAGE_SIZE_STEP,
     adam_beta,
-    apply_preset,
-    check_batch_split,
-    check_devices,
-    describe_presets,
     non_negative_float,
     non_negative_int,
-    parse_with_config,
     positive_float,
     positive_int,
-    print_config_and_exit,
-    training_parser,
+    TrainingCommand,
 )
 from common.posedata.pose import SEMANTIC_CHANNELS
 from common.presets import GAN_IMAGE_SIZE
@@ -103,13 +97,7 @@ def _add_loss_options(losses: argparse._ArgumentGroup) -> None:
                         "'auto' = <checkpoints-dir>/nadsnet_best.pth if it exists, or 'none'")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser, groups = training_parser(
-        "train_gan.py",
-        "Train the pose-conditioned SPADE generator (9 heatmaps + 16 PAFs + seatbelt -> frame), "
-        "judged by a multi-scale PatchGAN and guided by a frozen NADS-Net.",
-        PRESETS,
-    )
+def _add_options(parser: argparse.ArgumentParser, groups: dict) -> None:
     groups["run"].add_argument("--which-epoch", default="latest",
                                help="with --continue-train and no training state: which saved G/D to start from")
 
@@ -148,8 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--save-epoch-freq", type=positive_int, default=None, help="save an epoch copy every N epochs")
     output.add_argument("--keep-epoch-checkpoints", type=positive_int, default=None,
                         help="keep only the N newest epoch copies (<epoch>_net_G/D.pth); default: all, as the seed")
-    describe_presets(parser, PRESETS)
-    return parser
 
 
 # The options that set the shapes of the networks' weights (the image size does not: it only
@@ -202,14 +188,15 @@ def smallest_generator_batch(options: argparse.Namespace) -> int:
     return 1 if area["batch_norm"] != 1 else 2
 
 
-def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
-    """Parse, fill from the preset, and refuse what cannot work (OptionError, exit code 2)."""
-    options = parse_with_config(build_parser(), argv)
-    messages = apply_preset(options, PRESETS, gpu_available)
+def check_epochs(options: argparse.Namespace) -> None:
     if options.niter + options.niter_decay < 1:
         raise OptionError("--niter / --niter-decay", "at least one epoch in all is needed")
-    check_sizes(options)
-    check_devices(options)
-    check_batch_split(options)
-    print_config_and_exit(options)
-    return options, messages
+
+
+COMMAND = TrainingCommand(
+    "train_gan.py",
+    "Train the pose-conditioned SPADE generator (9 heatmaps + 16 PAFs + seatbelt -> frame), "
+    "judged by a multi-scale PatchGAN and guided by a frozen NADS-Net.",
+    PRESETS, _add_options, checks=(check_epochs, check_sizes))
+build_parser = COMMAND.parser
+parse_options = COMMAND.parse

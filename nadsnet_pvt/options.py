@@ -13,23 +13,17 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from common.errors import OptionError
 from common.runs.options import (
     adam_beta,
-    apply_preset,
-    check_batch_split,
-    check_devices,
-    describe_presets,
     fraction,
     non_negative_float,
     non_negative_int,
-    parse_with_config,
     positive_float,
     positive_int,
-    print_config_and_exit,
-    training_parser,
+    TrainingCommand,
 )
 from common.posedata.augment import ARM_AUGMENT_MODES
 from common.posedata.pose import NUM_KEYPOINTS
@@ -107,14 +101,7 @@ def _add_generated_sample_options(gan: argparse._ArgumentGroup) -> None:
                      "with the generated samples' batch statistics, as the seed and the GAN training did")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser, groups = training_parser(
-        "train_nadsnet.py",
-        "Train NADS-Net (PVT-tiny backbone: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
-        "every batch can be frames the pretrained SPADE generator renders in changed arm poses, in place of real "
-        "samples (the seed's recipe) or added to them.",
-        PRESETS,
-    )
+def _add_options(parser: argparse.ArgumentParser, groups: dict) -> None:
     groups["run"].add_argument("--pretrained", default=None,
                                help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
                                "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
@@ -159,8 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="after every epoch, also the metrics on the first N training frames (as they "
                                   "are, unaugmented), written as train_frames_* beside the validation's: how far the "
                                   "network fits its own frames against the held-out ones; 0 = off")
-    describe_presets(parser, PRESETS)
-    return parser
 
 
 def _scale(text: str) -> float:
@@ -198,14 +183,16 @@ def check_generated_batch(options: argparse.Namespace) -> None:
                           "or a larger --image-size")
 
 
-def parse_options(argv: Sequence[str] | None = None, gpu_available: bool | None = None) -> tuple[argparse.Namespace, list[str]]:
-    """Parse, fill from the preset, and refuse what cannot work (OptionError, exit code 2)."""
-    options = parse_with_config(build_parser(), argv)
-    messages = apply_preset(options, PRESETS, gpu_available)
-    check_generated_batch(options)
+def check_pose_library(options: argparse.Namespace) -> None:
     if (options.arm_augment == "library") != (options.arm_pose_library is not None):
         raise OptionError("--arm-pose-library", "goes with --arm-augment library, and only with it")
-    check_devices(options)
-    check_batch_split(options)
-    print_config_and_exit(options)
-    return options, messages
+
+
+COMMAND = TrainingCommand(
+    "train_nadsnet.py",
+    "Train NADS-Net (PVT-tiny backbone: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
+    "every batch can be frames the pretrained SPADE generator renders in changed arm poses, in place of real "
+    "samples (the seed's recipe) or added to them.",
+    PRESETS, _add_options, checks=(check_generated_batch, check_pose_library))
+build_parser = COMMAND.parser
+parse_options = COMMAND.parse

@@ -12,6 +12,7 @@ options or on the networks' shapes (common.models.normalization.normalised_map_a
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -19,6 +20,8 @@ import torch
 
 from common.parallel.devices import AMP_MODES, amp_problem
 from common.errors import OptionError
+
+Presets = Mapping[str, Mapping[str, Any]]  # {preset name: {option dest: value}}
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 IMAGE_SIZE_STEP = 32  # the PVT backbone and the generator's 'normal' upsampling both need it
@@ -58,7 +61,7 @@ def image_size_value(text: str) -> int:
     return value
 
 
-def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]], validation: bool) -> dict:
+def add_shared_options(parser: argparse.ArgumentParser, presets: Presets, validation: bool) -> dict:
     """The option groups both scripts have; returns the groups by name, so a script can add
     its own options to them. `validation`: the script also reads a validation set."""
     groups = {name: parser.add_argument_group(name) for name in ("run", "data", "devices and speed", "output")}
@@ -122,18 +125,46 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Mapping[str, Ma
     return groups
 
 
-def training_parser(prog: str, description: str, presets: Mapping[str, Mapping[str, Any]]
-                    ) -> tuple[argparse.ArgumentParser, dict]:
-    """A training script's parser with the shared option groups (add_shared_options' return);
-    call describe_presets once the script's own options are added."""
-    from common.runs.cli import OneLineParser
+@dataclass(frozen=True)
+class TrainingCommand:
+    """One training script's command line, built and parsed the same way for every training.
 
-    parser = OneLineParser(prog=prog, description=description, formatter_class=HelpFormatter)
-    return parser, add_shared_options(parser, presets, validation=True)
+    `add_options(parser, groups)` adds the script's own options to the shared groups (see
+    add_shared_options); `presets` fill the options left unset (None); `checks` run on the
+    filled options, in order, before the shared device and batch checks, each raising
+    OptionError for what cannot work.
+    """
+
+    prog: str
+    description: str
+    presets: Presets
+    add_options: Callable[[argparse.ArgumentParser, dict], None]
+    checks: tuple[Callable[[argparse.Namespace], None], ...] = field(default=())
+
+    def parser(self) -> argparse.ArgumentParser:
+        from common.runs.cli import OneLineParser
+
+        parser = OneLineParser(prog=self.prog, description=self.description, formatter_class=HelpFormatter)
+        self.add_options(parser, add_shared_options(parser, self.presets, validation=True))
+        describe_presets(parser, self.presets)
+        return parser
+
+    def parse(self, argv: Sequence[str] | None = None, gpu_available: bool | None = None
+              ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse (flags over --config), fill from the preset, refuse what cannot work (OptionError,
+        exit code 2), answer --print-config; returns the options and messages for the log."""
+        options = parse_with_config(self.parser(), argv)
+        messages = apply_preset(options, self.presets, gpu_available)
+        for check in self.checks:
+            check(options)
+        check_devices(options)
+        check_batch_split(options)
+        print_config_and_exit(options)
+        return options, messages
 
 
 def apply_preset(
-    options: argparse.Namespace, presets: Mapping[str, Mapping[str, Any]], gpu_available: bool | None = None
+    options: argparse.Namespace, presets: Presets, gpu_available: bool | None = None
 ) -> list[str]:
     """Fill the options left unset (None) from `presets[options.preset]`; returns messages for the log.
 
@@ -250,7 +281,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def describe_presets(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]]) -> None:
+def describe_presets(parser: argparse.ArgumentParser, presets: Presets) -> None:
     """Append to each option's help what every preset sets it to (call once all options exist)."""
     for action in parser._actions:  # argparse has no public list of a parser's options
         values = [(name, preset[action.dest]) for name, preset in sorted(presets.items()) if action.dest in preset]
