@@ -84,17 +84,30 @@ def build_data(preset, out: Path, data_seed: int) -> StudyData:
         poses=build(preset.pose_library_frames, 0, "poses", "poses", None, None))
 
 
-def check_folder(out: Path, identity: dict) -> None:
-    """A study folder holds one preset and data seed: refuse another before any work."""
+def check_folder(out: Path, identity: dict, amp: str) -> str:
+    """A study folder holds one preset and data seed: refuse another before any work. Returns
+    the precision every training of the study runs in: the preset's `amp`, with 'auto'
+    resolved when the folder is made (bf16 where this CPU computes it natively, else float32)
+    and kept in study_plan.json, so that a study continued on another machine stays in one."""
     record = out / "study_plan.json"
     if record.is_file():
         recorded = json.loads(record.read_text(encoding="utf-8"))
-        if recorded != identity:
-            differing = ", ".join(f"{key} {recorded.get(key)!r}" for key in identity if recorded.get(key) != identity[key])
+        differing = ", ".join(f"{key} {recorded.get(key)!r}" for key in identity if recorded.get(key) != identity[key])
+        if differing:
             raise OptionError(f"--out {out}", f"it holds a study of {differing}; use another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps(identity, sort_keys=True) + "\n", record)
+        return recorded.get("amp", resolve_study_amp(amp))
+    out.mkdir(parents=True, exist_ok=True)
+    amp = resolve_study_amp(amp)
+    write_text_atomic(json.dumps({**identity, "amp": amp}, sort_keys=True) + "\n", record)
+    return amp
+
+
+def resolve_study_amp(amp: str) -> str:
+    from common.parallel.devices import cpu_bf16_supported
+
+    if amp != "auto":
+        return amp
+    return "bf16" if cpu_bf16_supported() else "off"
 
 
 class StudyClock:
@@ -113,15 +126,16 @@ class StudyClock:
 
 
 def precision_line(amp: str) -> str:
-    """The study's first line: its pinned precision (one for every machine, so that results
-    compare), and whether this CPU computes it natively (else each step runs slower)."""
+    """The study's first line: the precision all its trainings run in (one per study, so that
+    its conditions compare), and whether this CPU computes it natively."""
     from common.parallel.devices import cpu_bf16_supported
 
     if amp != "bf16":
-        return f"precision: {'float32' if amp == 'off' else amp} (pinned by the preset)"
+        return f"precision: {'float32' if amp == 'off' else amp} for every training of this study"
     native = "this CPU computes bfloat16 natively" if cpu_bf16_supported() else (
-        "this CPU has no native bfloat16, so CPU steps run slower than the estimates (the results are comparable)")
-    return f"precision: bf16 autocast (pinned by the preset); {native}"
+        "this CPU has no native bfloat16, so every CPU step is emulated and many times slower; the study keeps "
+        "the precision it started in (study_plan.json)")
+    return f"precision: bf16 autocast for every training of this study; {native}"
 
 
 def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
@@ -130,8 +144,10 @@ def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
         preset = replace(preset, main_seeds=min(preset.main_seeds, options.seeds),
                          other_seeds=min(preset.other_seeds, options.seeds))
     out = options.out
-    check_folder(out, {"preset": preset.name, "smoke": bool(options.smoke), "data_seed": options.data_seed})
-    print(precision_line(preset.amp))
+    amp = check_folder(out, {"preset": preset.name, "smoke": bool(options.smoke), "data_seed": options.data_seed},
+                       preset.amp)
+    preset = replace(preset, amp=amp)
+    print(precision_line(amp))
     clock = StudyClock(out)
     data = build_data(preset, out, options.data_seed)
     plan = trainings(preset, out, data, options.data_seed, options.conditions)

@@ -100,7 +100,7 @@ class StudyPreset:
     main_seeds: int
     other_seeds: int
     variants: int  # frames rendered ahead per training frame (new poses)
-    amp: str  # every NADS-Net and GAN run's --amp, pinned
+    amp: str  # every NADS-Net and GAN run's --amp: 'auto' is resolved once per study (study.__main__)
     nadsnet_flags: tuple[str, ...]  # every NADS-Net run (judge, guidance, conditions)
     condition_epochs: int
     judge_epochs: int
@@ -114,11 +114,11 @@ PRESETS = {
     # 2-core CPU: the quick start's NADS-Net (128 px, narrow FPN) on 100 frames, long enough
     # (30 epochs, a cosine schedule settling at the end) that real-only overfits, at half the
     # quick start's peak lr so that seeds do not scatter, with as many generated frames added
-    # as real ones, in bfloat16 (README "Where the study stands": each choice made on
+    # as real ones, in bfloat16 (docs/study.md, "Where the study stands": each choice made on
     # --data-seed 0); the quick start's GAN for 12 epochs of those frames.
     "cpu": StudyPreset(
         name="cpu", train_frames=100, train_valid_frames=40, held_out_frames=300, judge_frames=400,
-        pose_library_frames=400, frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="bf16",
+        pose_library_frames=400, frame_size=(320, 180), main_seeds=5, other_seeds=3, variants=8, amp="auto",
         nadsnet_flags=("--preset", "cpu", "--num-workers", "1", "--batch-size", "4", "--lr", "5e-4"),
         condition_epochs=30, judge_epochs=10,
         gan_flags=("--preset", "cpu", "--niter", "12", "--niter-decay", "0", "--num-workers", "1",

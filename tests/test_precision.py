@@ -63,6 +63,9 @@ def test_the_presets_train_in_float32_and_auto_picks_bf16_only_where_the_cpu_com
     assert ("bf16 autocast" in said) == native and "--amp auto" in said
     options, messages = parse_options(["--amp", "off"], gpu_available=False)  # asked for: nothing to say
     assert options.amp == "off" and not precision_lines(messages)
+    options, messages = parse_options(["--amp", "bf16"], gpu_available=False)  # asked for: said only when emulated
+    assert options.amp == "bf16" and len(precision_lines(messages)) == (not native)
+    assert all("emulated" in line for line in precision_lines(messages))
     options, _ = parse_options(["--preset", "seed"], gpu_available=False)  # the seed's float32
     assert options.amp == "off"
     options, _ = parse_options(["--preset", "cpu", "--amp", "auto"], gpu_available=True)  # on a GPU: float32

@@ -21,6 +21,7 @@ from torch import nn
 from common.posedata.dataset import PoseDataset
 from common.posedata.imaging import imagenet_to_gan
 from common.posedata.maps import nadsnet_targets
+from common.errors import OptionError
 from common.models.nadsnet import NADSNetOutput
 from conftest import SINGLE_THREAD_ENV
 from gan.faithfulness import Faithfulness
@@ -135,9 +136,11 @@ def test_pipeline_killed_and_continued(tmp_path):
     assert "oracle_share" in report and {"train_pckt", "wide_pckt"} <= set(report["overfitting"])
     assert len(report["overfitting"]["train_pckt"]) == 1 and report["overfitting"]["train_pckt"][0] is not None
     assert {"pckt", "pckt_arms", "seatbelt_iou", "changed_arms_found"} <= set(report["faithfulness"])
-    assert {"config", "versions", "minutes"} <= set(report) and report["config"]["amp"] == "bf16"
+    # 'auto', resolved once for the folder: float32 on this (conftest's) CPU without native bf16
+    plan = json.loads((out / "study_plan.json").read_text())
+    assert {"config", "versions", "minutes"} <= set(report) and report["config"]["amp"] == plan["amp"] == "off"
     trainings = [t for t in report["config"]["trainings"] if t["name"] != "pool-oracle"]  # the renderer has no precision
-    assert all(t["argv"][t["argv"].index("--amp") + 1] == "bf16" for t in trainings)  # pinned, on every machine
+    assert all(t["argv"][t["argv"].index("--amp") + 1] == "off" for t in trainings)  # one precision for every training
     page = (out / "study.html").read_text()
     assert page.index("rule (fixed before any number)") < page.index("verdict:") < page.index("n=2")
     assert "images/pose0.png" in page
@@ -251,3 +254,20 @@ def test_a_failed_side_by_side_training_stops_the_others_and_is_named(tmp_path, 
         runner.run_in_parallel(trainings, progress, jobs=2)
     assert time.monotonic() - began < 20, "the running training was told to stop, not waited for"
     assert [name for name, _ in started] == ["a", "b"] and not runner.is_done(trainings[0])
+
+
+def test_the_precision_is_chosen_once_per_study_folder(tmp_path, monkeypatch):
+    from study.__main__ import check_folder, precision_line
+
+    identity = {"preset": "cpu", "smoke": False, "data_seed": 0}
+    monkeypatch.setattr("common.parallel.devices.cpu_bf16_supported", lambda: True)
+    assert check_folder(tmp_path / "native", identity, "auto") == "bf16"
+    assert check_folder(tmp_path / "pinned", identity, "off") == "off"
+    assert "natively" in precision_line("bf16")
+    monkeypatch.setattr("common.parallel.devices.cpu_bf16_supported", lambda: False)
+    assert check_folder(tmp_path / "other", identity, "auto") == "off"
+    # continued on a CPU without native bf16: the study stays in the precision it started in, and says the cost
+    assert check_folder(tmp_path / "native", identity, "auto") == "bf16"
+    assert "emulated" in precision_line("bf16") and "float32" in precision_line("off")
+    with pytest.raises(OptionError, match="data_seed 0"):
+        check_folder(tmp_path / "native", {**identity, "data_seed": 1}, "auto")

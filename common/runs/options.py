@@ -209,7 +209,8 @@ def resolve_amp(options: argparse.Namespace, gpu_available: bool, given: bool = 
     """--amp 'auto' becomes 'bf16' when every network runs on a CPU that computes bfloat16
     natively (common.parallel.devices.cpu_bf16_supported), else 'off'; fp16 off CUDA is refused
     (OptionError). Returns the line for the start of the run: which precision an 'auto' run
-    got, or, for a preset's float32 (`given` False) on such a CPU, that bf16 is there to try."""
+    got, for a preset's float32 (`given` False) on such a CPU that bf16 is there to try, and for
+    bf16 asked for on a CPU without it that it is emulated (slow)."""
     from common.parallel.devices import cpu_bf16_supported  # looked up per call: tests set the processor
 
     types = run_device_types(options, gpu_available)
@@ -218,6 +219,9 @@ def resolve_amp(options: argparse.Namespace, gpu_available: bool, given: bool = 
     if options.amp == "off" and not given and native:
         return ["precision: float32 (this CPU computes bfloat16 natively: --amp bf16 trains faster; README "
                 "\"Performance\" has its speed and what is known of its accuracy)"]
+    if options.amp == "bf16" and "cpu" in types and not cpu_bf16_supported():
+        return ["precision: bf16 autocast on a CPU without native bfloat16: emulated in float32 instructions, "
+                "many times slower than --amp off (--amp auto picks the faster)"]
     if options.amp != "auto":
         return []
     if native:
