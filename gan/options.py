@@ -47,7 +47,7 @@ SEED_PRESET = dict(
     amp="off",
 )
 
-# A short CPU run (README "Quick start"): 64 px and narrow SPADE embeddings, since the full-resolution
+# A short CPU run (docs/training-gan.md): 64 px and narrow SPADE embeddings, since the full-resolution
 # mlp_shared convolutions dominate the generator's cost. With no VGG weights and no trained NADS-Net on a fresh
 # clone, hinge and feature matching alone leave streaks; the L1 term and the higher lr make figures appear early.
 CPU_PRESET = dict(
@@ -65,7 +65,7 @@ CPU_PRESET = dict(
     lambda_l1=100.0,
     lr=0.0005,
     amp="off",  # float32: bf16 is faster on CPUs that compute it natively, but its accuracy is not shown
-                # equal yet (README "Performance"); --amp auto or bf16 opts in
+                # equal yet (docs/performance.md); --amp auto or bf16 opts in
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}

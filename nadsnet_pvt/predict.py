@@ -8,7 +8,7 @@ and stretched to S x S like the training data (`common.posedata.dataset.load_ima
 network in batches, and its heatmap peaks are grouped into people by the PAFs
 (`nadsnet_pvt.inference`). Written to --out:
 
-- `predictions.json`: the seed's annotation format (README "Data format"), one "Person" per
+- `predictions.json`: the seed's annotation format (docs/data-format.md), one "Person" per
   person found, keypoints (x, y, v) in SOURCE pixels (x * width / S, y * height / S, the
   inverse of the data loader's scaling), v = 2 where found and x = y = v = 0 where not, plus
   "score" (person score, about 0..1) and "keypoint_scores" (peak heat per keypoint, 0 where not

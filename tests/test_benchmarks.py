@@ -96,8 +96,8 @@ def test_fp16_on_the_cpu_is_refused_clearly():
 
 
 def test_page_benchmark_cost_and_disk_stay_flat():
-    """`page`: the cost of a display step does not grow with the run (a small run here; README
-    gives the 5,000-step figures), and the pictures left and the state stay bounded."""
+    """`page`: the cost of a display step does not grow with the run (a small run here;
+    docs/performance.md gives the 5,000-step figures), and the pictures left and the state stay bounded."""
     result = run_benchmarks("page", "--steps", "300", "--steps-per-epoch", "50", "--size", "64", "--json")
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["name"] == "page" and row["steps"] == 300

@@ -88,7 +88,7 @@ class SpatialReductionAttention(nn.Module):
         keys, values = kv[0], kv[1]
         # In float32 under bf16 autocast too (autocast would cast its inputs to bfloat16):
         # PyTorch's CPU attention kernels are slower in bfloat16 than in float32 at every
-        # PVT-tiny stage's shapes (benchmarks/README.md).
+        # PVT-tiny stage's shapes (docs/performance.md).
         with torch.autocast(q.device.type, enabled=False):
             out = F.scaled_dot_product_attention(*map(at_least_float32, (q, keys, values)))  # scale head_dim^-0.5
         return self.proj(out.to(q.dtype).transpose(1, 2).reshape(batch, num_tokens, dim))

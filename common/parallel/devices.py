@@ -35,7 +35,7 @@ def parse_device(name: str) -> torch.device:
 
 
 def process_devices(local_rank: int, local_world_size: int, gpu_count: int) -> tuple[str, str]:
-    """(GAN device, NADS-Net device) of one process, by the machine's shape (the rule README
+    """(GAN device, NADS-Net device) of one process, by the machine's shape (the rule docs/multi-gpu.md
     states, one pure function).
 
     The seed's split inside each process: with two GPUs per process, process r of a machine
@@ -117,7 +117,7 @@ def optimizer_implementation(device: torch.device) -> dict[str, bool]:
     """Keyword arguments that pick torch.optim's implementation (SGD, Adam, AdamW) for
     parameters on `device`: on the CPU the fused kernel, one pass over each parameter's value,
     gradient and state instead of a separate float32 operation for each term of the update
-    (the same update up to float32 rounding; benchmarks/README.md has what it saves); elsewhere
+    (the same update up to float32 rounding; docs/performance.md has what it saves); elsewhere
     PyTorch's default, as the seed ran it."""
     return {"fused": True} if torch.device(device).type == "cpu" else {}
 
@@ -166,7 +166,7 @@ MMAP_THRESHOLD_BYTES = 1 << 20
 def convolution_memory_format(device: torch.device) -> torch.memory_format:
     """The layout the GAN's networks train in on `device`: channels_last on the CPU, where
     oneDNN convolves NHWC tensors without reordering them to and from its blocked layout
-    (benchmarks/README.md), the default elsewhere (no gain shown on GPUs, so left as the seed
+    (docs/performance.md), the default elsewhere (no gain shown on GPUs, so left as the seed
     ran it)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
@@ -220,7 +220,7 @@ def release_free_heap_pages(device: torch.device, above_bytes: int = RELEASE_ABO
 
     glibc serves tensors of up to 32 MiB from its heaps, and the holes that freed activations
     leave there stay resident. Called where a GAN step has just freed a loss branch's
-    activations, it keeps the peak resident size close to the live tensors (benchmarks/README.md)
+    activations, it keeps the peak resident size close to the live tensors (docs/performance.md)
     at little cost in time, unlike `return_freed_memory_to_os`, whose page faults slow every
     step. Small runs hold little free heap and are left alone (see RELEASE_ABOVE_FREE_BYTES).
     """
@@ -239,7 +239,7 @@ def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bo
     By default glibc raises its mmap threshold (up to 32 MiB) every time a large block is
     freed, after which tensors of up to that size come from the heap, whose freed memory stays
     resident. Fixing the threshold (which also fixes the trim threshold) keeps the resident
-    size at the live tensors: the lowest peak of these options (benchmarks/README.md), paid
+    size at the live tensors: the lowest peak of these options (docs/performance.md), paid
     for in page faults on fresh pages at every step. Returns False where it does not apply (not glibc).
     """
     libc = _glibc()
@@ -251,7 +251,7 @@ def return_freed_memory_to_os(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bo
 
 def tune_allocator_for(lean_memory: bool, device: torch.device) -> bool:
     """--lean-memory on a CPU run: return_freed_memory_to_os(). Off by default: it lowers
-    the peak resident memory only a little and costs time in page faults (benchmarks/README.md)."""
+    the peak resident memory only a little and costs time in page faults (docs/performance.md)."""
     if lean_memory and device.type == "cpu":
         return return_freed_memory_to_os()
     return False

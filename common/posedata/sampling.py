@@ -36,7 +36,7 @@ class ResumableSampler:
             (a batch norm cannot normalise a batch that is too small).
         rank, world_size: this process and the number of processes. Training (`even`): each
             process takes B / N consecutive samples of every batch (B must divide by N), and a
-            last incomplete batch that does not divide by N is left out (README's rule).
+            last incomplete batch that does not divide by N is left out (docs/multi-gpu.md's rule).
             Validation (`even` False): the last batch is split as evenly as it goes, and a
             process whose share is empty gets no batch.
     """

@@ -5,7 +5,7 @@ The user's mistakes (options, data, checkpoints, folders) are the project's own 
 unreadable file, a full disk), each reported as one line; any other exception is a bug and
 keeps its traceback.
 
-Exit codes (README "After a crash"): 0 done; 1 an error a user can fix (bad data, a refused
+Exit codes (docs/after-a-crash.md): 0 done; 1 an error a user can fix (bad data, a refused
 checkpoint, a folder in use, a non-finite loss, a failed save), one line on stderr, no
 traceback (in a distributed job, only the process it happened on says it); 2 an option value
 that cannot work, one line, nothing written; 128 + signal number

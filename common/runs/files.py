@@ -7,7 +7,7 @@ through `write_atomic`. The rename alone already protects against a killed proce
 (file and folder) protect against a machine that loses power. Pictures and pages skip them
 (`durable=False`): they are redrawn at the next display step, and at the seed's frequencies
 (display every iteration, 3 pictures and a page each) the fsyncs were most of a display step's
-cost (benchmarks/README.md, "page"). A temporary left by a killed process is removed by the next run in the
+cost (docs/performance.md, the page). A temporary left by a killed process is removed by the next run in the
 folder (`remove_stale_temporaries`).
 """
 

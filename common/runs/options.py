@@ -79,7 +79,7 @@ def add_shared_options(parser: argparse.ArgumentParser, presets: Presets, valida
                      "counted from the run's start, not from a resume: with --continue-train give the new total")
     run.add_argument("--config", type=Path, default=None, metavar="FILE",
                      help="options from a file: a run's options file (opt.txt, nadsnet_opt.txt) or --print-config's "
-                     "output, one 'name: value' per line (README \"Options files\"); the preset < the file < the "
+                     "output, one 'name: value' per line (docs/options-files.md); the preset < the file < the "
                      "flags; never the folder, --continue-train or --max-iterations")
     run.add_argument("--print-config", action="store_true",
                      help="print the resolved options in the --config format and exit")
@@ -217,8 +217,8 @@ def resolve_amp(options: argparse.Namespace, gpu_available: bool, given: bool = 
     check_amp(options.amp, types)
     native = types == {"cpu"} and cpu_bf16_supported()
     if options.amp == "off" and not given and native:
-        return ["precision: float32 (this CPU computes bfloat16 natively: --amp bf16 trains faster; README "
-                "\"Performance\" has its speed and what is known of its accuracy)"]
+        return ["precision: float32 (this CPU computes bfloat16 natively: --amp bf16 trains faster; "
+                "docs/performance.md has its speed and what is known of its accuracy)"]
     if options.amp == "bf16" and "cpu" in types and not cpu_bf16_supported():
         return ["precision: bf16 autocast on a CPU without native bfloat16: emulated in float32 instructions, "
                 "many times slower than --amp off (--amp auto picks the faster)"]

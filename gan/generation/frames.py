@@ -1,6 +1,6 @@
 """The source side of generate.py: which frames, at which size, in which poses, with which belt.
 
-Frames come from an annotation file in the seed's format (README "Data format"). With image or
+Frames come from an annotation file in the seed's format (docs/data-format.md). With image or
 mask files they are read and validated by `common.posedata.dataset.PoseDataset` (every file present,
 headers readable, masks the size of their images, file ends intact); `poses` without files reads
 the annotations alone and gives every frame the size `--frame-size`.
