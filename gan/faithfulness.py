@@ -71,16 +71,17 @@ class Faithfulness:
 
     def _generated_batches(self, renderer: GeneratedSamples) -> Iterator[dict[str, Any]]:
         for batch in self.loader:
-            frames = renderer.render(batch["keypoints"], batch["seatbelt"], self.image_size)
+            frames = renderer.render(batch["keypoints"], batch["seatbelt"], self.image_size, batch["occluded"])
             yield dict(batch, image=frames.to(self.device))
 
     @torch.no_grad()
-    def measure(self, generator: nn.Module) -> dict[str, Any]:
+    def measure(self, generator: nn.Module, occluded_joints: str = "drawn") -> dict[str, Any]:
         """{'faithfulness', 'faithfulness_arms', 'generated_pckt', 'generated_pckt_arms',
         'real_pckt', 'real_pckt_arms', 'generated_seatbelt_iou', 'present'} for `generator`
-        (left as it was: training mode and statistics restored)."""
+        (left as it was: training mode and statistics restored), whose input shows occluded
+        joints as `occluded_joints` says (as it was trained)."""
         was_training = generator.training
-        renderer = GeneratedSamples(generator, self.device, "converted", eval_mode=False)
+        renderer = GeneratedSamples(generator, self.device, "converted", eval_mode=False, occluded_joints=occluded_joints)
         try:
             generated = evaluate(self.judge, self._generated_batches(renderer), self.image_size, False,
                                  self.device).summary

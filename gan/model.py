@@ -73,6 +73,8 @@ class GANModel(nn.Module):
         nadsnet: a pretrained NADS-Net (on `nadsnet_device`) or None (guidance off). It is
             frozen and put in eval mode here.
         image_range: 'converted' or 'seed' (see module docstring).
+        occluded_joints: how the generator's input shows the joints labelled occluded
+            (common.posedata.maps.OCCLUDED_JOINTS: 'drawn', the seed's, or 'omitted').
         eager_branch_gradients: free each loss branch's activations as soon as its gradient
             with respect to the fake is known (see `generator_losses`; same values, less memory).
         release_memory: called where a step has just freed much memory (after each loss
@@ -93,6 +95,7 @@ class GANModel(nn.Module):
         nadsnet_device: torch.device | str = "cpu",
         eager_branch_gradients: bool = True,
         release_memory: Callable[[], object] = lambda: None,
+        occluded_joints: str = "drawn",
     ):
         super().__init__()
         if image_range not in ("converted", "seed"):
@@ -114,6 +117,7 @@ class GANModel(nn.Module):
         self.release_memory = release_memory
         self.weights = weights or LossWeights()
         self.image_range = image_range
+        self.occluded_joints = occluded_joints
         self.vgg_loss = vgg_loss.to(self.gan_device, memory_format=layout) if vgg_loss is not None else None
         if self.vgg_loss is not None:
             set_requires_grad(self.vgg_loss, False)
@@ -167,7 +171,8 @@ class GANModel(nn.Module):
         image = batch["image"].to(self.gan_device, non_blocking=non_blocking)
         seatbelt = batch["seatbelt"].to(self.gan_device, non_blocking=non_blocking)
         keypoints = batch["keypoints"].to(self.gan_device, non_blocking=non_blocking)
-        semantics = gan_input(keypoints, seatbelt, image.shape[-1])
+        occluded = batch.get("occluded")
+        semantics = gan_input(keypoints, seatbelt, image.shape[-1], occluded, self.occluded_joints)
         return semantics, imagenet_to_gan(image)
 
     def active_terms(self) -> dict[str, bool]:

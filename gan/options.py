@@ -26,6 +26,7 @@ from common.runs.options import (
     positive_int,
     TrainingCommand,
 )
+from common.posedata.maps import OCCLUDED_JOINTS
 from common.posedata.pose import SEMANTIC_CHANNELS
 from common.presets import GAN_IMAGE_SIZE
 
@@ -113,6 +114,11 @@ def _add_options(parser: argparse.ArgumentParser, groups: dict) -> None:
                        help="as-run: as the seed actually ran (spectral-normed convs keep PyTorch's default init, "
                        "the others xavier normal); the others initialise every layer alike")
     model.add_argument("--init-gain", type=non_negative_float, default=0.02, help="gain of the xavier / normal init")
+    model.add_argument("--occluded-joints", choices=OCCLUDED_JOINTS, default="drawn",
+                       help="the joints labelled occluded (v = 1) in the generator's input: drawn like visible "
+                       "ones (the seed's), or omitted, with the limbs touching them, from its heatmaps and PAFs; "
+                       "kept in the generator's configuration, so generate.py and train_nadsnet.py render as it "
+                       "was trained")
     model.add_argument("--checkpoint-generator", action="store_true",
                        help="recompute the generator's residual blocks in backward (saves memory, costs time)")
 

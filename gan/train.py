@@ -81,7 +81,7 @@ def train(options: argparse.Namespace, messages: list[str] = ()) -> GANModel:
             run.scalars({"lr": lr, "epoch": epoch})
             due = epoch % options.save_epoch_freq == 0 or epoch == epochs
             if due and judge is not None:
-                report_faithfulness(run, visualizer, judge.measure(model.netG))
+                report_faithfulness(run, visualizer, judge.measure(model.netG, model.occluded_joints))
             run.end_epoch(save=due, epoch_label=str(epoch) if due else None)
     run.finish(f"pictures: {options.checkpoints_dir / 'web' / 'index.html'}")
     return model
@@ -155,7 +155,8 @@ def build_model(options: argparse.Namespace, devices: Placement, log) -> tuple[G
     """G, D (freshly initialised with the run's seed), VGG and the NADS-Net guidance."""
     torch.manual_seed(options.seed)
     configs = {"generator": dict(generator_config(options.ngf, options.image_size, options.num_upsampling_layers,
-                                                  options.spade_hidden), image_range=options.image_range),
+                                                  options.spade_hidden), image_range=options.image_range,
+                                 occluded_joints=options.occluded_joints),
                "discriminator": discriminator_config(options.ndf, options.n_layers_d, options.num_d)}
     generator = build_generator(configs["generator"])
     discriminator = build_discriminator(configs["discriminator"])
@@ -168,7 +169,8 @@ def build_model(options: argparse.Namespace, devices: Placement, log) -> tuple[G
     model = GANModel(generator, discriminator, gan_mode=options.gan_mode, weights=weights, vgg_loss=build_vgg(options, log),
                      nadsnet=build_guidance(options, devices, log), image_range=options.image_range,
                      gan_device=devices.gan, nadsnet_device=devices.nadsnet,
-                     release_memory=functools.partial(release_free_heap_pages, devices.gan))
+                     release_memory=functools.partial(release_free_heap_pages, devices.gan),
+                     occluded_joints=options.occluded_joints)
     log.info("G loss terms: " + ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in model.active_terms().items()))
     return model, configs
 

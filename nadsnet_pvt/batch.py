@@ -194,7 +194,8 @@ def _generated_part(batch: dict[str, Any], count: int, generated_samples: Genera
     if generated_samples is None:
         raise ValueError("generated samples were asked for, but no generator is loaded")
     keypoints = batch["augmented_keypoints"][:count]
-    fake = generated_samples.render(keypoints, batch["seatbelt"][:count], batch["image"].shape[-1])
+    occluded = batch["occluded"][:count] if "occluded" in batch else None
+    fake = generated_samples.render(keypoints, batch["seatbelt"][:count], batch["image"].shape[-1], occluded)
     # the generator drew the real frame's belt
     return (fake.to(device, non_blocking=non_blocking), batch["seatbelt"][:count].to(device, non_blocking=non_blocking),
             keypoints)

@@ -17,12 +17,26 @@ from torch import nn
 
 from common.runs.checkpoints import load_weights_strict, save_network
 from common.errors import CheckpointError
+from common.models.factory import nadsnet_choices
 from common.runs.run import Progress
 from nadsnet_pvt.options import nadsnet_flags
 from nadsnet_pvt.run_files import BEST_WEIGHTS
 from nadsnet_pvt.trainer import NADSNetTrainer
 from nadsnet_pvt.visualizer import NADSNetVisualizer
 
+
+def check_network_choices(held: dict[str, Any], own: dict[str, Any], source: str | Path) -> None:
+    """Refuse a file's NADS-Net (configuration `held`; without the keys, the seed's pvt_tiny and
+    seed FPN) whose --backbone or --fpn differs from this run's (`own`), naming the flags that fit.
+    Checked before the weights: the two FPN wirings have the same tensors, so a strict load
+    would pass and silently compute another network."""
+    held_choices, own_choices = nadsnet_choices(held), nadsnet_choices(own)
+    differing = [key for key in held_choices if held_choices[key] != own_choices[key]]
+    if differing:
+        saved = " ".join(f"--{key} {held_choices[key]}" for key in differing)
+        given = " ".join(f"--{key} {own_choices[key]}" for key in differing)
+        raise CheckpointError(f"{source} holds a NADS-Net built with {saved}, this run builds {given}; "
+                              f"it fits {nadsnet_flags(held)}")
 
 
 class NADSNetCheckpoint:
@@ -48,6 +62,7 @@ class NADSNetCheckpoint:
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch, "visualizer": self.visualizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        check_network_choices(state["nadsnet_config"], self.config, f"{source} (NADS-Net)")
         load_weights_strict(self.net, state["nadsnet"], f"{source} (NADS-Net)", nadsnet_flags(state["nadsnet_config"]))
         try:
             self.trainer.load_state_dict(state["trainer"])

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import OptionError
+from common.models.factory import SEED_NADSNET_CONFIG, non_seed_choices
+from common.models.nadsnet import BACKBONES, FPN_WIRINGS
 from common.runs.options import (
     adam_beta,
     fraction,
@@ -27,6 +29,7 @@ from common.runs.options import (
 )
 from common.posedata.augment import ARM_AUGMENT_MODES
 from common.posedata.pose import NUM_KEYPOINTS
+from common.models.factory import LATEST_GENERATOR
 from common.presets import NADSNET_IMAGE_SIZE
 from nadsnet_pvt.batch import GENERATED_MODES
 
@@ -51,7 +54,7 @@ SEED_PRESET = dict(
     amp="off",
 )
 
-# A short CPU run (README "Quick start"): 128 px (PCKt needs the resolution), narrow FPN and heads (the heads
+# A short CPU run (docs/training-nadsnet.md): 128 px (PCKt needs the resolution), narrow FPN and heads (the heads
 # dominate NADS-Net's cost), AdamW (the seed's SGD at lr 1e-5 is too slow for a short run) with heatmaps and
 # seatbelt weighted to learn together, samples at full size (shrunk to 0.3, people cover only a few output cells).
 # A quarter of each batch is generated, since the cpu preset's short-trained generator renders arms faintly; the
@@ -74,7 +77,7 @@ CPU_PRESET = dict(
     print_freq=25,
     save_latest_freq=500,
     amp="off",  # float32: bf16 is faster on CPUs that compute it natively, but its accuracy is not shown
-                # equal yet (README "Performance"); --amp auto or bf16 opts in
+                # equal yet (docs/performance.md); --amp auto or bf16 opts in
 )
 
 PRESETS = {"seed": SEED_PRESET, "cpu": CPU_PRESET}
@@ -86,7 +89,7 @@ def _add_generated_sample_options(gan: argparse._ArgumentGroup) -> None:
                      "0 = plain training, no generator needed")
     gan.add_argument("--generator-weights", default="auto",
                      help="the SPADE generator (configuration read from the .json beside it; seed files use "
-                     "the seed's configuration); 'auto' = <checkpoints-dir>/latest_net_G.pth")
+                     f"the seed's configuration); 'auto' = <checkpoints-dir>/{LATEST_GENERATOR}")
     gan.add_argument("--generated", choices=GENERATED_MODES, default=None,
                      help="replace: generated samples take the place of the first real samples of each batch (the "
                      "seed's recipe); add: they join the batch's real samples (B + round(B x --gan-fraction) in all)")
@@ -101,10 +104,28 @@ def _add_generated_sample_options(gan: argparse._ArgumentGroup) -> None:
                      "with the generated samples' batch statistics, as the seed and the GAN training did")
 
 
+def _add_network_options(network: argparse._ArgumentGroup) -> None:
+    network.add_argument("--backbone", choices=BACKBONES, default=SEED_NADSNET_CONFIG["backbone"],
+                         help="pvt_tiny: the seed's PVT v1 tiny (position embeddings learned for --image-size; the "
+                         "seed's checkpoints and the official ImageNet PVT-tiny weights load into it); pvt_v2_b0 .. "
+                         "pvt_v2_b5: timm's PVT-v2, smallest to largest, in timm's layout (timm's or the official "
+                         "ImageNet weights of the same variant load into it with --pretrained; predict and export can "
+                         "run it at any multiple of 32)")
+    network.add_argument("--fpn", choices=FPN_WIRINGS, default=SEED_NADSNET_CONFIG["fpn"],
+                         help="seed: the seed's wiring (ReLU on the laterals, each level merged with the next coarser "
+                         "lateral only, P4 without its output conv; the seed's checkpoints need it); standard: the "
+                         "textbook FPN (Lin et al. 2017), levels merged top-down from P5")
+    network.add_argument("--fpn-channels", type=positive_int, default=None, help="the FPN's width")
+    network.add_argument("--head-channels", type=positive_int, default=None,
+                         help="each pyramid level's width in the three heads (4x that fused)")
+
+
 def _add_options(parser: argparse.ArgumentParser, groups: dict) -> None:
     groups["run"].add_argument("--pretrained", default=None,
-                               help="weights to start from: a NADS-Net state dict (the seed's or this project's) or "
-                               "ImageNet PVT-tiny weights (backbone only); what does not load is reported")
+                               help="weights to start from: a NADS-Net state dict (the seed's or this project's, of "
+                               "the same --backbone and --fpn) or ImageNet weights of the --backbone (backbone only: "
+                               "the official PVT-tiny release; timm's or the official PVT-v2 release); what does not "
+                               "load is reported")
     data = groups["data"]
     data.add_argument("--arm-augment", choices=ARM_AUGMENT_MODES, default="slightly",
                       help="how the generated samples' arm poses are changed: slightly and highly are the seed's "
@@ -118,10 +139,7 @@ def _add_options(parser: argparse.ArgumentParser, groups: dict) -> None:
                       "in steps of 0.1")
     data.add_argument("--include-background", action="store_true",
                       help="a 10th heatmap channel: the background, 1 - max of the keypoint channels")
-    network = parser.add_argument_group("network")
-    network.add_argument("--fpn-channels", type=positive_int, default=None, help="the FPN's width")
-    network.add_argument("--head-channels", type=positive_int, default=None,
-                         help="each pyramid level's width in the three heads (4x that fused)")
+    _add_network_options(parser.add_argument_group("network"))
 
     _add_generated_sample_options(parser.add_argument_group("generated samples"))
 
@@ -156,10 +174,12 @@ def _scale(text: str) -> float:
 
 
 def nadsnet_flags(config: dict[str, Any]) -> str:
-    """The flags that build a NADS-Net of this configuration (for error hints)."""
+    """The flags that build a NADS-Net of this configuration (for error hints); --backbone and
+    --fpn where they are not the defaults."""
     background = " --include-background" if config.get("num_heatmaps") == NUM_KEYPOINTS + 1 else ""
     widths = f" --fpn-channels {config.get('fpn_channels', 256)} --head-channels {config.get('head_channels', 128)}"
-    return f"--image-size {config['image_size']}{background}{widths}"
+    choices = "".join(f" --{key} {value}" for key, value in non_seed_choices(config).items())
+    return f"--image-size {config['image_size']}{background}{widths}{choices}"
 
 
 def check_generated_batch(options: argparse.Namespace) -> None:
@@ -190,7 +210,7 @@ def check_pose_library(options: argparse.Namespace) -> None:
 
 COMMAND = TrainingCommand(
     "train_nadsnet.py",
-    "Train NADS-Net (PVT-tiny backbone: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
+    "Train NADS-Net (a PVT backbone and an FPN: keypoint heatmaps, PAFs, seatbelt mask). A fraction of "
     "every batch can be frames the pretrained SPADE generator renders in changed arm poses, in place of real "
     "samples (the seed's recipe) or added to them.",
     PRESETS, _add_options, checks=(check_generated_batch, check_pose_library))

@@ -22,15 +22,17 @@ from common.posedata.dataset import PoseDataset, WithGeneratedFrames, make_loade
 from common.parallel.devices import place_networks
 from common.parallel.distributed import SINGLE_PROCESS, sum_over_processes
 from common.errors import CheckpointError, DataError
-from common.models.factory import build_nadsnet, describe_state_dict, load_generator
+from common.models.factory import build_nadsnet, describe_state_dict, infer_nadsnet_config, load_generator
 from common.posedata.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
 from common.posedata.pose_library import load_arm_pose_library
 from common.presets import prepare_data
+from common.runs.checkpoints import load_network_config
 from common.runs.run import Run, RunSpec
 from common.posedata.sampling import ResumableSampler
-from common.models.rendering import GeneratedSamples
+from common.models.rendering import GeneratedSamples, occluded_joints_of
+from common.models.factory import LATEST_GENERATOR
 from nadsnet_pvt.batch import BatchRecipe
-from nadsnet_pvt.checkpoint import NADSNetCheckpoint
+from nadsnet_pvt.checkpoint import NADSNetCheckpoint, check_network_choices
 from nadsnet_pvt.evaluate import Evaluation, evaluate
 from nadsnet_pvt.metrics import format_keypoint_table
 from nadsnet_pvt.options import parse_options
@@ -232,7 +234,7 @@ def build_loaders(options: argparse.Namespace, train_set: PoseDataset, valid_set
 def nadsnet_config(options: argparse.Namespace) -> dict[str, Any]:
     return {"network": "NADSNet", "num_heatmaps": NUM_KEYPOINTS + int(options.include_background),
             "num_pafs": NUM_PAF_CHANNELS, "seatbelt": True, "image_size": options.image_size,
-            "backbone": "pvt_tiny", "fpn": "seed", "fpn_channels": options.fpn_channels,
+            "backbone": options.backbone, "fpn": options.fpn, "fpn_channels": options.fpn_channels,
             "head_channels": options.head_channels}
 
 
@@ -247,20 +249,23 @@ def build_network(options: argparse.Namespace, device: torch.device, log) -> tup
 
 
 def load_pretrained(net: torch.nn.Module, path: Path, log) -> None:
-    """Seed NADS-Net state dicts, this project's, or ImageNet PVT weights (into the backbone).
-    Loads whatever fits (the seed used strict=False) and says what did not."""
+    """Seed NADS-Net state dicts, this project's, or ImageNet backbone weights (PVT v1 tiny, timm
+    or official PVT-v2; into the backbone). Loads whatever fits (the seed used strict=False) and
+    says what did not; a whole NADS-Net of another --backbone or --fpn is refused."""
     from common.models.adapt import load_into, read_state_dict
 
     try:
         state_dict = read_state_dict(path)
+        if any(key.startswith("FPN.") for key in state_dict):  # a whole NADS-Net, not backbone weights
+            check_network_choices(load_network_config(path) or infer_nadsnet_config(state_dict), net.config(), "the file")
         report = load_into(net, state_dict)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"--pretrained {path}: {error}") from None
     if not report.loaded:
-        raise CheckpointError(f"--pretrained {path}: no tensor fits NADS-Net (the file holds "
-                              f"{describe_state_dict(state_dict)}, {report.layout} layout); nothing loaded")
+        raise CheckpointError(f"--pretrained {path}: no tensor fits NADS-Net with --backbone {net.backbone_name} (the "
+                              f"file holds {describe_state_dict(state_dict)}, {report.layout} layout); nothing loaded")
     log.info(f"--pretrained {path}: {report}")
-    if not report.complete:
+    if report.missing or report.mismatched:  # unexpected keys alone (an ImageNet classifier) leave nothing random
         log.info("WARNING: the tensors listed above did not load and keep their random initialisation")
 
 
@@ -272,17 +277,18 @@ def build_generated_samples(options: argparse.Namespace, device: torch.device, l
         return None
     if options.generated_frames is not None:
         return None
-    path = options.checkpoints_dir / "latest_net_G.pth" if options.generator_weights in (None, "", "auto") \
+    path = options.checkpoints_dir / LATEST_GENERATOR if options.generator_weights in (None, "", "auto") \
         else Path(options.generator_weights)
     if not path.is_file():
-        raise CheckpointError(f"no generator at {path}: train one with `python train_gan.py` (it writes latest_net_G.pth), "
+        raise CheckpointError(f"no generator at {path}: train one with `python train_gan.py` (it writes {LATEST_GENERATOR}), "
                               "pass --generator-weights PATH, or use --gan-fraction 0 for plain training")
     generator, config = load_generator(path, device)
     resized = "" if int(config["crop_size"]) == options.image_size else f", resized to {options.image_size} px"
     mode = "eval mode (running statistics)" if options.generator_eval else "batch statistics (stored statistics kept)"
     fed = "converted to ImageNet normalisation" if options.image_range == "converted" else "fed in [-1, 1], as the seed did"
     log.info(f"generator: {path} (ngf {config['ngf']}, {config['crop_size']} px{resized}, {mode}; outputs {fed})")
-    return GeneratedSamples(generator, device, options.image_range, eval_mode=options.generator_eval, amp=options.amp)
+    return GeneratedSamples(generator, device, options.image_range, eval_mode=options.generator_eval, amp=options.amp,
+                            occluded_joints=occluded_joints_of(config))  # as the generator was trained
 
 
 def main(argv: list[str] | None = None) -> int:

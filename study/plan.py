@@ -16,6 +16,8 @@ set with that guidance; frames rendered once ahead of the conditions and shared 
 (`pools`: the GAN's in new arm poses and in unchanged poses, and the oracle's, the synthetic
 renderer's own frames in exactly the GAN's new poses); then NADS-Net under each condition for
 each of its seeds, all with the same number of real samples per step, steps and data order.
+`StudySteps` builds those steps; the exploration stage (study.explore) builds its own with it,
+on the training side's sets alone (`training_sets`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gan.run_files import LATEST_GENERATOR
+from common.models.factory import LATEST_GENERATOR
 from nadsnet_pvt.run_files import BEST_WEIGHTS
 
 NARROW_FAMILIES = ("wheel", "lap")
@@ -34,7 +36,7 @@ POOL_AUGMENT = "library"  # the arm augmentation of the pools' new poses: arms o
 
 # Each set's seed is 1000 x --data-seed + its offset: the same --data-seed, the same sets.
 SET_SEED_OFFSETS = {"train": 11, "train_valid": 14, "narrow": 12, "wide": 13, "judge": 15, "judge_valid": 16,
-                    "poses": 17}
+                    "poses": 17, "explore_valid": 18}  # explore_valid: the exploration stage's (study.explore)
 
 
 def set_seed(data_seed: int, name: str) -> int:
@@ -184,9 +186,9 @@ class StudyData:
 
 @dataclass(frozen=True)
 class Training:
-    """One step of the study: its name, script ('nadsnet', 'gan', 'generate' or 'oracle'), the
-    folder of its log and done mark, its arguments, and its planned iterations (for the time
-    estimate). `output` is where a pool step writes its frames."""
+    """One step of the study: its name, script ('nadsnet', 'gan', 'generate', 'oracle' or
+    'filter'), the folder of its log and done mark, its arguments, and its planned iterations
+    (for the time estimate). `output` is where a pool step writes its frames."""
 
     name: str
     script: str
@@ -209,75 +211,150 @@ def trainings(preset: StudyPreset, out: Path, data: StudyData, data_seed: int,
               only: tuple[str, ...] | None = None) -> list[Training]:
     """The study's steps, in the order they run (`only`: just these conditions, and the steps
     every study runs)."""
-    runs_dir, pools_dir = out / "runs", out / "pools"
-    batch = _batch(preset.nadsnet_flags)
-    cut = ("--max-iterations", str(preset.max_iterations)) if preset.max_iterations else ()
-    amp = ("--amp", preset.amp)
-
-    def nadsnet(name: str, seed: int, epochs: int, sets: tuple[str, ...], frames: int, extra: tuple[str, ...] = (),
-                condition: str | None = None) -> Training:
-        iterations = preset.max_iterations or frames // batch * epochs
-        argv = (*preset.nadsnet_flags, *amp, *sets, "--seed", str(seed), "--epochs", str(epochs), *cut, *extra,
-                "--checkpoints-dir", str(runs_dir / name))
-        return Training(name, "nadsnet", runs_dir / name, argv, iterations, condition, seed, epochs)
-
-    training_side = (*data.train.flags("train"), *data.train.flags("valid"))
-    judge = nadsnet("judge", JUDGE_SEED, preset.judge_epochs, (*data.judge.flags("train"), *data.judge.flags("valid")),
-                    preset.judge_frames, ("--gan-fraction", "0"))
-    guidance = nadsnet("guidance", GUIDANCE_SEED, preset.condition_epochs, training_side, preset.train_frames,
-                       ("--gan-fraction", "0"))
-    gan_dir = runs_dir / "gan"
-    gan_argv = (*preset.gan_flags, *amp, *data.train.flags("train"), *data.train.flags("valid"), *cut, "--seed", "0",
-                "--nadsnet-weights", str(guidance.directory / BEST_WEIGHTS), "--checkpoints-dir", str(gan_dir))
-    gan_epochs = _epochs(preset.gan_flags)
-    gan = Training("gan", "gan", gan_dir, gan_argv,
-                   preset.max_iterations or preset.train_frames // _batch(preset.gan_flags) * gan_epochs,
-                   epochs=gan_epochs)
-    generator = gan_dir / LATEST_GENERATOR
-    source = ("--annotations", str(data.train.train_annotations), "--images-dir", str(data.train.root / "Raw_Images"),
-              "--masks-dir", str(data.train.root / "Seatbelt_Mask"))
-
-    library = ("--arm-pose-library", str(data.poses.train_annotations))
-
-    def generate(name: str, mode: str, copies: int) -> Training:
-        poses = library if mode == "library" else ()
-        argv = ("dataset", "--generator", str(generator), *source, "--arm-augment", mode, *poses, "--copies", str(copies),
-                "--seed", str(data_seed), *amp,
-                "--out", str(pools_dir / name))
-        return Training(f"pool-{name}", "generate", runs_dir / f"pool-{name}", argv, 0, output=pools_dir / name)
-
-    pool_gan = generate("gan", POOL_AUGMENT, preset.variants)
-    pool_unchanged = generate("gan-unchanged", "none", 1)
+    steps = StudySteps(preset, out, data.train, data.poses, data_seed)
+    judge = steps.nadsnet("judge", JUDGE_SEED, preset.judge_epochs, (*data.judge.flags("train"), *data.judge.flags("valid")),
+                          preset.judge_frames, ("--gan-fraction", "0"))
+    guidance = steps.guidance()
+    gan = steps.gan("gan", guidance)
+    pool_gan = steps.pool("gan", gan, POOL_AUGMENT, preset.variants)
+    pool_unchanged = steps.pool("gan-unchanged", gan, "none", 1)
+    pools_dir, runs_dir = steps.pools_dir, steps.runs_dir
     oracle_argv = ("--source-set", str(data.train.root), "--poses", str(pool_annotations(pools_dir / "gan")),
                    "--out", str(pools_dir / "oracle"))
     pool_oracle = Training("pool-oracle", "oracle", runs_dir / "pool-oracle", oracle_argv, 0, output=pools_dir / "oracle")
-    steps = [judge, guidance, gan, pool_gan, pool_unchanged, pool_oracle]
+    found = [judge, guidance, gan, pool_gan, pool_unchanged, pool_oracle]
+    # the overfitting curve: real-only's first seed also validates on the wide held-out set every epoch
+    curve = (*data.train.flags("train"), *data.wide.flags("valid")), ("--train-eval-frames", str(preset.train_frames))
     for condition in conditions(preset.main_dose, preset.dose_fractions):
-        if only is not None and condition.name not in only:
-            continue
-        frames = () if condition.pool is None else ("--generated-frames", str(pool_annotations(pools_dir / condition.pool)))
-        online = ("--generator-weights", str(generator)) if condition.online_generator else ()
+        if only is None or condition.name in only:
+            seeds = preset.main_seeds if condition.main else preset.other_seeds
+            found += steps.condition_runs(condition, seeds, gan, curve=curve if condition.name == BASELINE else None)
+    return found
+
+
+@dataclass
+class StudySteps:
+    """Builds the study's steps (the main study's and the exploration stage's, study.explore) on
+    one training set: folders under `out`/runs and `out`/pools, the preset's flags, one precision."""
+
+    preset: StudyPreset
+    out: Path
+    train: DataSet
+    poses: DataSet  # the pose library the pools' new arms come from
+    data_seed: int
+
+    runs_dir: Path = field(init=False)  # every step's folder: its log and done mark, a training's checkpoints
+    pools_dir: Path = field(init=False)  # the frames rendered ahead of the conditions, a folder per pool
+
+    def __post_init__(self) -> None:
+        self.runs_dir, self.pools_dir = self.out / "runs", self.out / "pools"
+
+    def _cut(self) -> tuple[str, ...]:
+        return ("--max-iterations", str(self.preset.max_iterations)) if self.preset.max_iterations else ()
+
+    def training_side(self) -> tuple[str, ...]:
+        """The data flags of the training set and its validation split (the training side)."""
+        return (*self.train.flags("train"), *self.train.flags("valid"))
+
+    def nadsnet(self, name: str, seed: int, epochs: int, sets: tuple[str, ...], frames: int,
+                extra: tuple[str, ...] = (), condition: str | None = None) -> Training:
+        """A NADS-Net training of `frames` frames per epoch on the data flags `sets`."""
+        preset = self.preset
+        iterations = preset.max_iterations or frames // _batch(preset.nadsnet_flags) * epochs
+        argv = (*preset.nadsnet_flags, "--amp", preset.amp, *sets, "--seed", str(seed), "--epochs", str(epochs),
+                *self._cut(), *extra, "--checkpoints-dir", str(self.runs_dir / name))
+        return Training(name, "nadsnet", self.runs_dir / name, argv, iterations, condition, seed, epochs)
+
+    def guidance(self) -> Training:
+        """The guidance network: NADS-Net on the training set, real frames only."""
+        return self.nadsnet("guidance", GUIDANCE_SEED, self.preset.condition_epochs, self.training_side(),
+                            self.preset.train_frames, ("--gan-fraction", "0"))
+
+    def gan(self, name: str, guidance: Training, extra: tuple[str, ...] = ()) -> Training:
+        """The GAN on the training set, guided by `guidance`; `extra`: train_gan.py flags over the
+        preset's (a later flag wins)."""
+        preset, directory = self.preset, self.runs_dir / name
+        flags = (*preset.gan_flags, *extra)
+        argv = (*flags, "--amp", preset.amp, *self.training_side(), *self._cut(), "--seed", "0",
+                "--nadsnet-weights", str(guidance.directory / BEST_WEIGHTS), "--checkpoints-dir", str(directory))
+        epochs = _epochs(flags)
+        iterations = preset.max_iterations or preset.train_frames // _batch(flags) * epochs
+        return Training(name, "gan", directory, argv, iterations, epochs=epochs)
+
+    def pool(self, name: str, gan: Training, mode: str, copies: int) -> Training:
+        """`copies` frames of each training frame rendered by `gan`'s generator with --arm-augment
+        `mode` (the pose library's arms for 'library'), into `out`/pools/`name`."""
+        library = ("--arm-pose-library", str(self.poses.train_annotations)) if mode == "library" else ()
+        source = ("--annotations", str(self.train.train_annotations), "--images-dir", str(self.train.root / "Raw_Images"),
+                  "--masks-dir", str(self.train.root / "Seatbelt_Mask"))
+        argv = ("dataset", "--generator", str(gan.directory / LATEST_GENERATOR), *source, "--arm-augment", mode, *library,
+                "--copies", str(copies), "--seed", str(self.data_seed), "--amp", self.preset.amp,
+                "--out", str(self.pools_dir / name))
+        return Training(f"pool-{name}", "generate", self.runs_dir / f"pool-{name}", argv, 0, output=self.pools_dir / name)
+
+    def condition_runs(self, condition: Condition, seeds: int, gan: Training, prefix: str = "",
+                       curve: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> list[Training]:
+        """NADS-Net under `condition` for training seeds 1..`seeds`, named `prefix`<condition>-seed<s>,
+        drawing from its pool under `out`/pools or rendering with `gan`'s generator online.
+        `curve`: (data flags, extra flags) of seed 1 instead of the training side's (the overfitting curve)."""
+        frames = () if condition.pool is None else \
+            ("--generated-frames", str(pool_annotations(self.pools_dir / condition.pool)))
+        online = ("--generator-weights", str(gan.directory / LATEST_GENERATOR)) if condition.online_generator else ()
         if "library" in condition.flags:
-            online += library
-        for seed in range(1, (preset.main_seeds if condition.main else preset.other_seeds) + 1):
-            sets, watch = training_side, ()
-            if condition.name == BASELINE and seed == 1:  # the overfitting curve: own frames beside wide ones
-                sets = (*data.train.flags("train"), *data.wide.flags("valid"))
-                watch = ("--train-eval-frames", str(preset.train_frames))
-            steps.append(nadsnet(f"{condition.name}-seed{seed}", seed, preset.condition_epochs, sets,
-                                 preset.train_frames, (*condition.flags, *frames, *online, *watch), condition.name))
-    return steps
+            online += ("--arm-pose-library", str(self.poses.train_annotations))
+        runs = []
+        for seed in range(1, seeds + 1):
+            sets, watch = curve if curve is not None and seed == 1 else (self.training_side(), ())
+            runs.append(self.nadsnet(f"{prefix}{condition.name}-seed{seed}", seed, self.preset.condition_epochs, sets,
+                                     self.preset.train_frames, (*condition.flags, *frames, *online, *watch),
+                                     condition.name))
+        return runs
 
 
-def _flag(flags: tuple[str, ...], name: str, default: str) -> str:
+def flag_value(flags: tuple[str, ...], name: str, default: str) -> str:
     """The last value given for `name` in `flags` (later flags override earlier ones)."""
     values = [flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == name]
     return values[-1] if values else default
 
 
 def _batch(flags: tuple[str, ...]) -> int:
-    return int(_flag(flags, "--batch-size", "4"))
+    return int(flag_value(flags, "--batch-size", "4"))
 
 
 def _epochs(flags: tuple[str, ...]) -> int:
-    return int(_flag(flags, "--niter", "1")) + int(_flag(flags, "--niter-decay", "0"))
+    return int(flag_value(flags, "--niter", "1")) + int(flag_value(flags, "--niter-decay", "0"))
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def synthetic_set(preset: StudyPreset, out: Path, data_seed: int, train: int, valid: int, seed: str, valid_seed: str,
+                  families: tuple[str, ...] | None) -> DataSet:
+    """One synthetic set under `out`/data (built once): `train` training frames from set `seed`'s
+    seed and `valid` validation frames from `valid_seed`'s (keys of SET_SEED_OFFSETS), arms of
+    `families` (None: every family), at the preset's frame size."""
+    from common.synthetic import ensure_synthetic_dataset
+
+    width, height = preset.frame_size
+    return DataSet(ensure_synthetic_dataset(out / "data", train=train, valid=valid, seed=set_seed(data_seed, seed),
+                                            valid_seed=set_seed(data_seed, valid_seed), width=width, height=height,
+                                            arm_poses=families, valid_arm_poses=None, announce=print))
+
+
+def training_sets(preset: StudyPreset, out: Path, data_seed: int) -> tuple[DataSet, DataSet]:
+    """The training side's sets: the training set with its validation split, and the pose library."""
+    return (synthetic_set(preset, out, data_seed, preset.train_frames, preset.train_valid_frames, "train", "train_valid",
+                          NARROW_FAMILIES),
+            synthetic_set(preset, out, data_seed, preset.pose_library_frames, 0, "poses", "poses", None))
+
+
+def build_data(preset: StudyPreset, out: Path, data_seed: int) -> StudyData:
+    """Every set of the study, each from its own seed, built once under DIR/data."""
+    train, poses = training_sets(preset, out, data_seed)
+    return StudyData(
+        train=train,
+        narrow=synthetic_set(preset, out, data_seed, 0, preset.held_out_frames, "narrow", "narrow", NARROW_FAMILIES),
+        wide=synthetic_set(preset, out, data_seed, 0, preset.held_out_frames, "wide", "wide", None),
+        judge=synthetic_set(preset, out, data_seed, preset.judge_frames, preset.train_valid_frames, "judge",
+                            "judge_valid", None),
+        poses=poses)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,6 +66,18 @@ def new_pose_arm_masks(dataset: PoseDataset, trained_families: Sequence[str]) ->
     """Per sample, bool (P, 9): the elbows and wrists of people whose arms the arm augmentation
     changes (torso above the front-row height at this input size) in a family absent from
     `trained_families` (the annotations' `arm_poses` field: [right arm, left arm])."""
+    return front_row_arm_masks(dataset, lambda family: family not in trained_families)
+
+
+def trained_family_arm_masks(dataset: PoseDataset, trained_families: Sequence[str]) -> list[np.ndarray]:
+    """As new_pose_arm_masks, for the arms in one of `trained_families` (the poses trained on)."""
+    return front_row_arm_masks(dataset, lambda family: family in trained_families)
+
+
+def front_row_arm_masks(dataset: PoseDataset, chosen: Callable[[str], bool]) -> list[np.ndarray]:
+    """Per sample, bool (P, 9): the elbows and wrists of front-row people (torso above the
+    front-row height at this input size) whose arm's family (the annotations' `arm_poses`:
+    [right arm, left arm]) is `chosen`."""
     families = _people_fields(dataset.annotation_file, dataset, "arm_poses")
     front_row = FRONT_ROW_TORSO_HEIGHT * scale_for(dataset.image_size)
     masks = []
@@ -76,7 +88,7 @@ def new_pose_arm_masks(dataset: PoseDataset, trained_families: Sequence[str]) ->
             if arm_poses is None or torso is None or torso <= front_row:
                 continue
             for (_, elbow, wrist), family in zip(ARMS, arm_poses):
-                if family not in trained_families:
+                if chosen(family):
                     mask[person, [elbow, wrist]] = True
         masks.append(mask)
     return masks
@@ -85,15 +97,19 @@ def new_pose_arm_masks(dataset: PoseDataset, trained_families: Sequence[str]) ->
 def changed_keypoint_masks(dataset: PoseDataset, source: PoseDataset, tolerance: float = 0.05) -> list[np.ndarray]:
     """Per sample of a pool, bool (P, 9): the keypoints that differ from its source frame's
     (by more than `tolerance` input pixels, or present in one and missing in the other)."""
-    sources = _people_fields(dataset.annotation_file, dataset, "source_image_id")
     index_of = {image_id: index for index, image_id in enumerate(source.image_ids)}
     masks = []
-    for keypoints, people in zip(dataset.keypoints, sources):
-        original = source.keypoints[index_of[people[0]]]
+    for keypoints, source_id in zip(dataset.keypoints, source_image_ids(dataset)):
+        original = source.keypoints[index_of[source_id]]
         differs = np.abs(keypoints - original) > tolerance
         presence = np.isnan(keypoints) != np.isnan(original)
         masks.append((differs.any(axis=-1) & ~np.isnan(keypoints).any(axis=-1)) | presence.any(axis=-1))
     return masks
+
+
+def source_image_ids(dataset: PoseDataset) -> list[str]:
+    """Per sample of a pool, the id of the training frame it varies (its people's `source_image_id`)."""
+    return [people[0] for people in _people_fields(dataset.annotation_file, dataset, "source_image_id")]
 
 
 def subset_of(masks: list[np.ndarray]):

@@ -1,6 +1,7 @@
 """The study's results: every condition's final NADS-Net on the held-out sets, the judge's
 faithfulness of the GAN against the oracle, real-only's overfitting curve, the paired
-statistics and the verdict, written as `study.json` and `study.html`."""
+statistics and the verdict, written as `study.json` and `study.html`. The evaluation of final
+networks on a list of sets (`results_on_sets`) and the tables serve the exploration stage too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import platform
 from pathlib import Path
 from statistics import fmean
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -22,11 +23,11 @@ from common.models.factory import build_nadsnet
 from common.runs.run_folder import provenance
 from common.posedata.sampling import ResumableSampler
 from common.posedata.visualize import PageSection, draw_skeleton, plot_curves, save_png, write_page
-from nadsnet_pvt.evaluate import evaluate
+from nadsnet_pvt.evaluate import BatchHook, evaluate
 from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE
 from study.plan import BASELINE, NARROW_FAMILIES, DataSet, StudyData, Training, pool_annotations
 from study.pools import changed_keypoint_masks, new_pose_arm_masks, subset_of
-from study.verdict import HELD_OUT, METRICS, PRIMARY_METRIC, RULE, oracle_share, paired_table, summary
+from study.verdict import METRICS, PRIMARY_METRIC, RULE, oracle_share, paired_table, summary
 
 EVALUATION_BATCH = 8
 
@@ -40,18 +41,22 @@ def final_network(training: Training) -> torch.nn.Module:
     return net
 
 
-def _dataset(annotations: Path, image_size: int) -> PoseDataset:
+def dataset_of(annotations: Path, image_size: int) -> PoseDataset:
+    """The frames of an annotation file in the seed's layout (Raw_Images and Seatbelt_Mask beside
+    it) at `image_size`."""
     return PoseDataset(annotations, annotations.parent / "Raw_Images", annotations.parent / "Seatbelt_Mask",
                        image_size=image_size)
 
 
-def evaluate_on(net: torch.nn.Module, dataset: PoseDataset, subsets: dict | None = None) -> dict[str, dict]:
-    """{'all': metrics, subset name: metrics} of `net` on `dataset` (one forward pass per batch);
-    metrics: the REPORTED numbers of nadsnet_pvt.metrics."""
+def evaluate_on(net: torch.nn.Module, dataset: PoseDataset, subsets: dict | None = None,
+                on_batch: BatchHook | None = None) -> dict[str, dict]:
+    """{'all': metrics, subset name: metrics} of `net` on `dataset` (one forward pass per batch,
+    `on_batch` called after each: nadsnet_pvt.evaluate); metrics: the REPORTED numbers of
+    nadsnet_pvt.metrics."""
     sampler = ResumableSampler(len(dataset), EVALUATION_BATCH, shuffle=False, drop_last=False, even=False)
     sampler.set_epoch(0)
     evaluation = evaluate(net, make_loader(dataset, sampler, 0, torch.device("cpu")), dataset.image_size, False, "cpu",
-                          subsets=subsets)
+                          on_batch=on_batch, subsets=subsets)
     pick = lambda summary_: {metric: summary_[metric] for metric in METRICS}  # noqa: E731
     return {"all": pick(evaluation.summary), **{name: pick(s) for name, s in evaluation.subsets.items()},
             "present": {"all": evaluation.summary["present_arms"],
@@ -59,29 +64,45 @@ def evaluate_on(net: torch.nn.Module, dataset: PoseDataset, subsets: dict | None
 
 
 def condition_results(trainings: list[Training], data: StudyData) -> tuple[dict[str, dict], dict]:
-    """({condition: {'seeds': [...], 'wide'|'narrow'|'new_pose_arms': {metric: [one per seed]}}},
+    """({condition: {'seeds': [...], 'wide'|'new_pose_arms'|'narrow': {metric: [one per seed]}}},
     the number of arm keypoints each held-out set evaluates)."""
+
+    def held_out_sets(image_size: int) -> dict[str, tuple]:
+        wide = dataset_of(data.wide.annotations, image_size)
+        return {"wide": (wide, {"new_pose_arms": subset_of(new_pose_arm_masks(wide, NARROW_FAMILIES))}),
+                "narrow": (dataset_of(data.narrow.annotations, image_size), {})}
+
+    return results_on_sets(trainings, held_out_sets)
+
+
+# An evaluation plan: image size -> {set name: (data set at that size, {subset name: subset})}
+EvaluationSets = Callable[[int], dict[str, tuple[PoseDataset, dict]]]
+
+
+def results_on_sets(trainings: list[Training], sets_at: EvaluationSets) -> tuple[dict[str, dict], dict]:
+    """Every condition's final NADS-Nets on the sets `sets_at` gives at their input size (built
+    once per size): ({condition: {'seeds': [...], set or subset name: {metric: [one per seed]}}},
+    {'<set>_arms': arm keypoints evaluated, '<subset>': its keypoints, '<set>_frames': frames})."""
     results: dict[str, dict] = {}
-    held_out_sets: dict[int, tuple] = {}
+    built: dict[int, dict] = {}
     counts: dict = {}
     for training in trainings:
         if training.condition is None:
             continue
         net = final_network(training)
-        if net.image_size not in held_out_sets:
-            wide = _dataset(data.wide.annotations, net.image_size)
-            held_out_sets[net.image_size] = (_dataset(data.narrow.annotations, net.image_size), wide,
-                                             {"new_pose_arms": subset_of(new_pose_arm_masks(wide, NARROW_FAMILIES))})
-        narrow, wide, subsets = held_out_sets[net.image_size]
-        on_wide, on_narrow = evaluate_on(net, wide, subsets), evaluate_on(net, narrow)
-        entry = results.setdefault(training.condition, {"seeds": [], **{h: {m: [] for m in METRICS} for h in HELD_OUT}})
+        if net.image_size not in built:
+            built[net.image_size] = sets_at(net.image_size)
+        sets = built[net.image_size]
+        entry = results.setdefault(training.condition, {"seeds": []})
         entry["seeds"].append(training.seed)
-        for held, values in (("wide", on_wide["all"]), ("new_pose_arms", on_wide["new_pose_arms"]),
-                             ("narrow", on_narrow["all"])):
-            for metric in METRICS:
-                entry[held][metric].append(values[metric])
-        counts = {"wide_arms": on_wide["present"]["all"], "new_pose_arms": on_wide["present"]["new_pose_arms"],
-                  "narrow_arms": on_narrow["present"]["all"], "wide_frames": len(wide), "narrow_frames": len(narrow)}
+        for name, (dataset, subsets) in sets.items():
+            measured = evaluate_on(net, dataset, subsets)
+            for part, key in ((name, "all"), *((subset, subset) for subset in subsets)):
+                values = entry.setdefault(part, {metric: [] for metric in METRICS})
+                for metric in METRICS:
+                    values[metric].append(measured[key][metric])
+                counts[f"{name}_arms" if key == "all" else key] = measured["present"][key]
+            counts[f"{name}_frames"] = len(dataset)
     return results, counts
 
 
@@ -90,10 +111,10 @@ def faithfulness(judge: Training, train: DataSet, pools_dir: Path) -> dict[str, 
     poses over the same on the oracle's frames of the same poses, and how often a changed
     (generated) arm keypoint is found where its label says, in both."""
     net = final_network(judge)
-    source = _dataset(train.train_annotations, net.image_size)
+    source = dataset_of(train.train_annotations, net.image_size)
     measured = {}
     for name in ("gan", "oracle"):
-        pool = _dataset(pool_annotations(pools_dir / name), net.image_size)
+        pool = dataset_of(pool_annotations(pools_dir / name), net.image_size)
         measured[name] = evaluate_on(net, pool, {"changed": subset_of(changed_keypoint_masks(pool, source))})
     gan, oracle = measured["gan"], measured["oracle"]
 
@@ -136,8 +157,22 @@ def build_report(results: dict, counts: dict, judged: dict, curve: dict, config:
 
 
 def write_report(out: Path, report: dict, pictures: list) -> None:
-    write_text_atomic(json.dumps(_without_nan(report), indent=2) + "\n", out / "study.json")
+    write_json(report, out / "study.json")
     _write_page(out, report, pictures)
+
+
+def write_json(report: dict, path: Path) -> None:
+    """`report` as indented JSON, NaN as null, atomically."""
+    write_text_atomic(json.dumps(_without_nan(report), indent=2) + "\n", path)
+
+
+def plain(value: Any) -> Any:
+    """A JSON-able copy of nested dicts, lists and tuples (paths and other objects as text)."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
 def _without_nan(value: Any) -> Any:
@@ -150,17 +185,21 @@ def _without_nan(value: Any) -> Any:
     return value
 
 
-def table_rows(report: dict) -> list[str]:
-    """Per condition and held-out set (PCKt@0.2 of all keypoints; of the arms for new-pose arms):
-    the mean over seeds and the paired difference to real-only with its 95 % interval."""
+# The main page's columns: (set or subset, metric) - PCKt@0.2 of all keypoints; of the arms for new-pose arms.
+STUDY_COLUMNS = (("wide", "pckt"), ("new_pose_arms", "pckt_arms"), ("narrow", "pckt"))
+
+
+def table_rows(conditions: dict, paired: dict, columns: tuple[tuple[str, str], ...] = STUDY_COLUMNS) -> list[str]:
+    """Per condition (`conditions`: as study.json's) and column (set or subset, metric): the mean
+    over seeds and the paired difference of `paired` ({condition: {'<set>.<metric>': ...}}, to
+    the baseline it was computed against) with its 95 % interval."""
     rows = []
-    columns = (("wide", "pckt"), ("new_pose_arms", "pckt_arms"), ("narrow", "pckt"))
-    for name, results in report["conditions"].items():
+    for name, results in conditions.items():
         cells = []
         for held, metric in columns:
             values = [v for v in results[held][metric] if v is not None and math.isfinite(v)]
             mean = f"{fmean(values):.3f}" if values else "n/a"
-            pair = report["paired"].get(name, {}).get(f"{held}.{metric}")
+            pair = paired.get(name, {}).get(f"{held}.{metric}")
             cells.append(mean if pair is None else f"{mean} {_difference(pair)}")
         rows.append(f"{name:<20} n={len(results['seeds'])} | " + " | ".join(cells))
     return rows
@@ -192,7 +231,7 @@ def _write_page(out: Path, report: dict, pictures: list[tuple[str, str]]) -> Non
              f"{_number(judged['changed_arms_found']['oracle'])}",
              "condition            seeds | wide PCKt | new-pose arms PCKt | narrow PCKt   "
              "(mean, paired difference to real-only [95 % CI] verdict)",
-             *table_rows(report), f"{report['minutes']:.0f} minutes"]
+             *table_rows(report["conditions"], report["paired"]), f"{report['minutes']:.0f} minutes"]
     write_page(out / "study.html", "Does pose augmentation help?",
                [PageSection("a training frame (left), the GAN's frame in a new pose (middle), the oracle's frame in the "
                             "same pose (right)", pictures)], plots=plots, notes=notes, image_width=480)
@@ -205,9 +244,9 @@ def _number(value) -> str:
 def pose_pictures(train: DataSet, pools_dir: Path, out: Path, count: int = 4) -> list[tuple[str, str]]:
     """The first `count` frames of the GAN's pool beside their source frame and the oracle's
     frame of the same pose, skeletons drawn: (path relative to study.html, caption) pairs."""
-    gan = _dataset(pool_annotations(pools_dir / "gan"), 128)
-    oracle = _dataset(pool_annotations(pools_dir / "oracle"), 128)
-    source = _dataset(train.train_annotations, 128)
+    gan = dataset_of(pool_annotations(pools_dir / "gan"), 128)
+    oracle = dataset_of(pool_annotations(pools_dir / "oracle"), 128)
+    source = dataset_of(train.train_annotations, 128)
     index_of = {image_id: index for index, image_id in enumerate(source.image_ids)}
     oracle_of = {image_id: index for index, image_id in enumerate(oracle.image_ids)}
     pictures = []

@@ -8,6 +8,8 @@ that was stopped (Ctrl-C, a kill, a crash) continues with the same command: fini
 are kept, an unfinished one continues from its last save (`--continue-train`). While a training
 runs, a background thread keeps one line up to date: which training, which epoch, and about how
 long the whole study still needs (from the iterations planned and the speed measured so far).
+The study's folder keeps its preset, data seed and precision (check_folder) and its minutes
+(StudyClock); `run_plan` runs a whole plan (the main study's or the exploration stage's).
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from common.errors import CheckpointError
+from common.errors import CheckpointError, OptionError
 from common.runs.files import write_text_atomic
 from common.runs.stopping import STOP, TrainingInterrupted
 from gan.run_files import STATE_FILE as GAN_STATE
 from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE as NADSNET_STATE
-from study.plan import Training
+from study.plan import StudyPreset, Training
 
 DONE = "done.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +53,8 @@ def _script_main(script: str) -> Callable[[list[str]], int]:
         from nadsnet_pvt.train import main
     elif script == "generate":
         from gan.generation.commands import main
+    elif script == "filter":
+        from study.pool_filter import filter_main as main
     else:
         from study.pools import oracle_main as main
     return main
@@ -214,6 +219,93 @@ def check_resumable(trainings: list[Training]) -> None:
             if recorded.get("argv") != list(training.argv):
                 raise CheckpointError(f"{done}: this training was run with other flags (another --preset or "
                                       "version of the study); use another --out")
+
+
+def run_plan(plan: list[Training], jobs: int, clock: "StudyClock") -> None:
+    """Run every step of `plan` not done yet: the steps every condition needs (condition None)
+    one after the other in this process, then the conditions' trainings, `jobs` at a time
+    (run_in_parallel) or in this process; `clock` records the minutes after each."""
+    check_resumable(plan)
+    progress = Progress(plan)
+    with STOP:
+        try:
+            shared = [training for training in plan if training.condition is None]
+            for training in shared + ([] if jobs > 1 else [t for t in plan if t.condition is not None]):
+                if not is_done(training):
+                    run_training(training, progress)
+                    clock.record()
+            if jobs > 1:
+                run_in_parallel([t for t in plan if t.condition is not None], progress, jobs)
+        finally:
+            progress.close()
+            clock.record()
+
+
+# --------------------------------------------------------------------------- the study's folder
+
+
+def check_folder(out: Path, identity: dict, amp: str) -> str:
+    """A study folder holds one preset and data seed: refuse another before any work. Returns
+    the precision every training of the study runs in: the preset's `amp`, with 'auto'
+    resolved when the folder is made (bf16 where this CPU computes it natively, else float32)
+    and kept in study_plan.json, so that a study continued on another machine stays in one."""
+    record = out / "study_plan.json"
+    if record.is_file():
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+        differing = ", ".join(f"{key} {recorded.get(key)!r}" for key in identity if recorded.get(key) != identity[key])
+        if differing:
+            raise OptionError(f"--out {out}", f"it holds a study of {differing}; use another --out")
+        return recorded.get("amp", resolve_study_amp(amp))
+    out.mkdir(parents=True, exist_ok=True)
+    amp = resolve_study_amp(amp)
+    write_text_atomic(json.dumps({**identity, "amp": amp}, sort_keys=True) + "\n", record)
+    return amp
+
+
+def folder_preset(preset: StudyPreset, out: Path, smoke: bool, data_seed: int) -> StudyPreset:
+    """`preset` with the precision of its folder `out` (chosen once, kept: check_folder), which
+    the line printed first names; a folder of another preset or data seed is refused."""
+    amp = check_folder(out, {"preset": preset.name, "smoke": bool(smoke), "data_seed": data_seed}, preset.amp)
+    print(precision_line(amp))
+    return replace(preset, amp=amp)
+
+
+def resolve_study_amp(amp: str) -> str:
+    from common.parallel.devices import cpu_bf16_supported
+
+    if amp != "auto":
+        return amp
+    return "bf16" if cpu_bf16_supported() else "off"
+
+
+class StudyClock:
+    """Minutes the study has run, over every invocation (a stopped study continues), kept in the
+    file `record` under its folder (the exploration stage keeps its own)."""
+
+    def __init__(self, out: Path, record: str = ".minutes"):
+        self.path = out / record
+        self.before = float(self.path.read_text()) if self.path.is_file() else 0.0
+        self.started = time.time()
+
+    def minutes(self) -> float:
+        return self.before + (time.time() - self.started) / 60
+
+    def record(self) -> None:
+        write_text_atomic(f"{self.minutes():.3f}\n", self.path)
+
+
+def precision_line(amp: str) -> str:
+    """The study's first line: the precision all its trainings run in (one per study, so that
+    its conditions compare), and whether this CPU computes it natively."""
+    from common.parallel.devices import cpu_bf16_supported
+
+    if amp != "bf16":
+        return f"precision: {'float32' if amp == 'off' else amp} for every training of this study"
+    native = "this CPU computes bfloat16 natively" if cpu_bf16_supported() else (
+        "this CPU has no native bfloat16, so every CPU step is emulated and many times slower; the study keeps "
+        "the precision it started in (study_plan.json)")
+    return f"precision: bf16 autocast for every training of this study; {native}"
+
 
 
 if __name__ == "__main__":  # one training in a process of its own: python -m study.runner SCRIPT ARGS...

@@ -63,22 +63,24 @@ def _aligned(results: dict, seeds: Sequence[int], held_out: str, metric: str) ->
     return [by_seed.get(seed) for seed in seeds]
 
 
-def paired_table(conditions: dict[str, dict]) -> dict[str, dict]:
-    """{condition: {'<held-out>.<metric>': paired(...)}} against real-only for every other condition.
+def paired_table(conditions: dict[str, dict], baseline_name: str = BASELINE,
+                 sets: Sequence[str] = HELD_OUT) -> dict[str, dict]:
+    """{condition: {'<set>.<metric>': paired(...)}} against `baseline_name` (real-only) for every
+    other condition, over the sets (or subsets) `sets` (the held-out sets).
 
-    conditions: {name: {'seeds': [...], held-out: {metric: [one value per seed]}}}, as in study.json.
+    conditions: {name: {'seeds': [...], set: {metric: [one value per seed]}}}, as in study.json.
     """
-    if BASELINE not in conditions:
+    if baseline_name not in conditions:
         return {}
-    baseline = conditions[BASELINE]
+    baseline = conditions[baseline_name]
     table = {}
     for name, results in conditions.items():
-        if name == BASELINE:
+        if name == baseline_name:
             continue
         seeds = [seed for seed in results["seeds"] if seed in baseline["seeds"]]
         table[name] = {f"{held}.{metric}": paired(_aligned(results, seeds, held, metric),
                                                   _aligned(baseline, seeds, held, metric))
-                       for held in HELD_OUT if held in results for metric in METRICS if metric in results[held]}
+                       for held in sets if held in results for metric in METRICS if metric in results[held]}
     return table
 
 

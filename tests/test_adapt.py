@@ -220,6 +220,8 @@ def test_timm_pvt_v2_weights_from_local_file(tmp_path):
         assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 9, 16, 16)
     with pytest.raises(ValueError, match="pvt_tiny"):  # PVT v1 weights cannot fit a PVT-v2 backbone
         load_into(model, imagenet_pvt_tiny_state_dict())
+    with pytest.raises(ValueError, match="pvt_v2_b"):  # nor PVT-v2 weights a PVT v1 backbone
+        load_into(NADSNet(image_size=64), timm_state)
 
 
 def test_official_pvt_v2_layout_and_safetensors_file(tmp_path):

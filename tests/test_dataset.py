@@ -145,6 +145,10 @@ def test_missing_and_out_of_frame_keypoints(tiny_dataset_dir):
     other = dataset[1]["keypoints"][0].numpy()
     assert other[5, 1] == pytest.approx(130.0 * 64 / 100, abs=1e-4)
     assert np.isfinite(other).all()
+    # the occluded flag travels with the sample (what --occluded-joints omitted leaves out), padded with False
+    assert dataset[1]["occluded"][0].nonzero().flatten().tolist() == [6] and not dataset[0]["occluded"].any()
+    batch = collate_poses([dataset[0], dataset[1]])
+    assert batch["occluded"].dtype == torch.bool and batch["occluded"][1, 0].nonzero().flatten().tolist() == [6]
 
 
 def test_no_warning_when_all_keypoints_in_frame(tiny_dataset_dir):

@@ -23,7 +23,8 @@ from common.posedata.maps import (
     render_pafs_torch,
     sample_label_maps,
 )
-from common.posedata.pose import LIMBS, NECK, NUM_KEYPOINTS, NUM_PAF_CHANNELS, RIGHT_SHOULDER, SEMANTIC_CHANNELS
+from common.posedata.pose import (LEFT_ELBOW, LIMBS, NECK, NUM_KEYPOINTS, NUM_PAF_CHANNELS, RIGHT_SHOULDER,
+                                  SEMANTIC_CHANNELS)
 
 with np.load(Path(__file__).parent / "data" / "seed_map_vectors.npz") as _archive:
     SEED_MAPS = dict(_archive)  # read once: every access to an npz archive decompresses again
@@ -251,6 +252,28 @@ def test_bad_shapes_are_refused():
 
 
 # ---------------------------------------------------------------- what the networks see
+
+
+def test_occluded_joints_omitted_leave_the_generator_input_and_drawn_keep_them():
+    """--occluded-joints omitted: a joint labelled occluded has an empty heatmap channel and the
+    limbs touching it no PAF; 'drawn' (the default, the seed's) draws it; nothing else changes."""
+    seated = np.array([(0.30, 0.62), (0.32, 0.48), (0.38, 0.32), (0.50, 0.30), (0.62, 0.32), (0.68, 0.48),
+                       (0.70, 0.62), (0.44, 0.76), (0.56, 0.76)]) * 64
+    keypoints = pad_people([seated[None]])
+    occluded = torch.zeros(1, 1, NUM_KEYPOINTS, dtype=torch.bool)
+    occluded[0, 0, LEFT_ELBOW] = True
+    seatbelt = torch.zeros(1, 1, 64, 64)
+    drawn = gan_input(keypoints, seatbelt, 64, occluded, "drawn")
+    omitted = gan_input(keypoints, seatbelt, 64, occluded, "omitted")
+    assert torch.equal(drawn, gan_input(keypoints, seatbelt, 64))  # 'drawn' is today's input
+    assert drawn[0, LEFT_ELBOW].max() > 0.5 and omitted[0, LEFT_ELBOW].max() == 0
+    touching = [limb for limb, ends in enumerate(LIMBS) if LEFT_ELBOW in ends]
+    paf_channels = [NUM_KEYPOINTS + 2 * limb + axis for limb in touching for axis in (0, 1)]
+    assert drawn[0, paf_channels].abs().amax(dim=(1, 2)).min() > 0 and omitted[0, paf_channels].abs().max() == 0
+    untouched = [channel for channel in range(SEMANTIC_CHANNELS) if channel not in (LEFT_ELBOW, *paf_channels)]
+    assert torch.equal(drawn[0, untouched], omitted[0, untouched])
+    with pytest.raises(ValueError, match="needs the occluded joints"):
+        gan_input(keypoints, seatbelt, 64, None, "omitted")
 
 
 def test_network_maps_at_image_size_128_scale_sigma():

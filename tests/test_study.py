@@ -257,7 +257,7 @@ def test_a_failed_side_by_side_training_stops_the_others_and_is_named(tmp_path, 
 
 
 def test_the_precision_is_chosen_once_per_study_folder(tmp_path, monkeypatch):
-    from study.__main__ import check_folder, precision_line
+    from study.runner import check_folder, precision_line
 
     identity = {"preset": "cpu", "smoke": False, "data_seed": 0}
     monkeypatch.setattr("common.parallel.devices.cpu_bf16_supported", lambda: True)

@@ -244,6 +244,9 @@ def _plan_load(
         source, report.resized, imagenet_notes = _adapt_imagenet_pvt(source, target.image_size)
         report.notes.extend(imagenet_notes)
     elif layout in ("timm_pvt_v2", "official_pvt_v2"):
+        if isinstance(target, PyramidVisionTransformer):  # only the 1000-way head's bias would fit, by chance
+            raise ValueError(f"PVT-v2 weights fit a 'pvt_v2_b*' backbone of their variant only, not {target_name} "
+                             f"({type(target).__name__})")
         source, timm_notes = _adapt_timm_pvt_v2(source, set(target_state), layout)
         report.notes.extend(timm_notes)
 

@@ -43,6 +43,11 @@ SEED_NADSNET_CONFIG: dict[str, Any] = {
     "head_channels": 128,
 }
 
+# The NADS-Net architecture choices beside its widths (config key: its name in words), each set
+# by the train_nadsnet.py flag of the same name (--backbone, --fpn). A configuration without
+# them, an older file's or the seed's, is the seed's: pvt_tiny and the seed FPN.
+NADSNET_CHOICES = {"backbone": "backbone", "fpn": "FPN"}
+
 _GENERATOR_KEYS = ("semantic_nc", "ngf", "crop_size", "num_upsampling_layers", "spade_hidden")
 _DISCRIMINATOR_KEYS = ("input_nc", "ndf", "n_layers", "num_D")
 # Key names of the seed's NADS-Net (tests/data/seed_state_dict_keys.txt).
@@ -73,6 +78,16 @@ def build_nadsnet(config: dict[str, Any]):
     return NADSNet(**_pick(config, _NADSNET_KEYS))
 
 
+def nadsnet_choices(config: dict[str, Any]) -> dict[str, str]:
+    """{'backbone': ..., 'fpn': ...} of a NADS-Net configuration (the seed's where it has none)."""
+    return {key: config.get(key, SEED_NADSNET_CONFIG[key]) for key in NADSNET_CHOICES}
+
+
+def non_seed_choices(config: dict[str, Any]) -> dict[str, str]:
+    """The choices of `nadsnet_choices` that are not the seed's (empty for the seed's network)."""
+    return {key: value for key, value in nadsnet_choices(config).items() if value != SEED_NADSNET_CONFIG[key]}
+
+
 def generator_config(ngf: int, image_size: int, num_upsampling_layers: str = "normal", spade_hidden: int = 128) -> dict[str, Any]:
     return dict(SEED_GENERATOR_CONFIG, ngf=ngf, crop_size=image_size, num_upsampling_layers=num_upsampling_layers,
                 spade_hidden=spade_hidden)
@@ -95,7 +110,8 @@ def describe_config(config: dict[str, Any]) -> str:
     if network == "NADSNet":
         widths = "" if (config.get("fpn_channels", 256), config.get("head_channels", 128)) == (256, 128) else \
             f", FPN {config['fpn_channels']}, heads {config['head_channels']}"
-        return f"{config['image_size']} px, {config['num_heatmaps']} heatmaps{widths}"
+        choices = "".join(f", {value} {NADSNET_CHOICES[key]}" for key, value in non_seed_choices(config).items())
+        return f"{config['image_size']} px, {config['num_heatmaps']} heatmaps{widths}{choices}"
     return ", ".join(f"{key} {value}" for key, value in config.items())
 
 
@@ -190,6 +206,11 @@ def _weights_and_config(path: str | Path, network_part: str, config_part: str, w
         held = ", ".join(name for name in parts if isinstance(parts[name], dict) and not name.endswith("_config"))
         raise CheckpointError(f"{path} is a training state without {what} (it holds {held})")
     return state_dict_of(data, path), load_network_config(path)
+
+
+# The file a GAN run folder keeps its latest generator in (the seed's name; its configuration in
+# the .json beside it): what generate.py and train_nadsnet.py --generator-weights auto look for.
+LATEST_GENERATOR = "latest_net_G.pth"
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -265,6 +265,8 @@ class PoseDataset(torch.utils.data.Dataset):
         source_sizes: int64 (N, 2) (width, height) of each image in pixels.
         keypoints: list of N read-only float32 arrays (P, 9, 2), (x, y) in input pixels of the
             S x S input, NaN where missing (v = 0, or a negative coordinate).
+        occluded: list of N read-only bool arrays (P, 9), True where a present keypoint is
+            labelled occluded (v = 1): what the generator's `--occluded-joints omitted` leaves out.
 
     Labelled keypoints beyond the right or bottom edge (x >= width or y >= height) are kept,
     with coordinates >= S, as the seed kept them: their heatmap tails and limbs reach
@@ -314,7 +316,7 @@ class PoseDataset(torch.utils.data.Dataset):
 
         self.image_paths, self.mask_paths = self._resolve_files(first_annotation)
         self.source_sizes = self._read_source_sizes(first_annotation)
-        self.keypoints = self._scale_keypoints(values, list(people_of_image.values()))
+        self.keypoints, self.occluded = self._scale_keypoints(values, list(people_of_image.values()))
 
     # ---- construction helpers
 
@@ -355,8 +357,9 @@ class PoseDataset(torch.utils.data.Dataset):
             sizes[i] = image_size
         return sizes
 
-    def _scale_keypoints(self, values: np.ndarray, rows_of_image: list[list[int]]) -> list[np.ndarray]:
-        """(N_annotations, 9, 3) source pixels -> per image (P, 9, 2) float32 input pixels, NaN missing."""
+    def _scale_keypoints(self, values: np.ndarray, rows_of_image: list[list[int]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(N_annotations, 9, 3) source pixels -> per image (P, 9, 2) float32 input pixels, NaN
+        missing, and per image bool (P, 9): present and labelled occluded (v = 1)."""
         image_of_row = np.empty(len(values), dtype=np.int64)
         for image_index, rows in enumerate(rows_of_image):
             image_of_row[rows] = image_index
@@ -373,12 +376,15 @@ class PoseDataset(torch.utils.data.Dataset):
                 stacklevel=3,
             )
         scaled = np.where(present[:, :, None], xy * self.image_size / size_of_row, np.nan).astype(np.float32)
-        keypoints = []
+        occluded = present & (visibility == 1)
+        keypoints, occluded_of_image = [], []
         for rows in rows_of_image:
-            people = scaled[rows]
+            people, hidden = scaled[rows], occluded[rows]
             people.flags.writeable = False  # augmentation must work on copies (the seed's aliasing bug)
+            hidden.flags.writeable = False
             keypoints.append(people)
-        return keypoints
+            occluded_of_image.append(hidden)
+        return keypoints, occluded_of_image
 
     def describe_record(self, index: int) -> str:
         """'annotation 12, field 'image_id' 'cam1/frame_7'': where sample `index` comes from."""
@@ -414,6 +420,8 @@ class PoseDataset(torch.utils.data.Dataset):
             for datasets built otherwise; here P >= 1);
         "augmented_keypoints": float32 tensor (P, 9, 2), arm augmentation of "keypoints" drawn
             from np.random.default_rng([seed, epoch, index]); equal to "keypoints" for 'none';
+        "occluded": bool tensor (P, 9), the keypoints labelled occluded (v = 1); a moved joint
+            keeps its flag, as generate.py writes it (so it holds for "augmented_keypoints" too);
         "image_id": str; "index": int.
         """
         if not 0 <= index < len(self):
@@ -434,6 +442,7 @@ class PoseDataset(torch.utils.data.Dataset):
             "seatbelt": torch.from_numpy(seatbelt),
             "keypoints": torch.from_numpy(keypoints.copy()),
             "augmented_keypoints": torch.from_numpy(augmented),
+            "occluded": torch.from_numpy(self.occluded[index].copy()),
             "image_id": self.image_ids[index],
             "index": int(index),
         }
@@ -532,6 +541,7 @@ def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image": float32 (B, 3, S, S); "seatbelt": float32 (B, 1, S, S);
         "keypoints", "augmented_keypoints": float32 (B, Pmax, 9, 2), padded with NaN people
             (Pmax = largest P in the batch, 0 when no sample has a person);
+        "occluded": bool (B, Pmax, 9), padded with False (when the samples have it);
         "image_id": list[str]; "index": int64 (B,);
         with WithGeneratedFrames samples also "variant_image", "variant_seatbelt",
         "variant_keypoints" (padded to the same Pmax) and "variant_id".
@@ -557,6 +567,10 @@ def collate_poses(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             people = torch.as_tensor(sample[key], dtype=torch.float32)
             padded[row, : len(people)] = people
         batch[key] = padded
+    if "occluded" in samples[0]:
+        batch["occluded"] = torch.zeros((len(samples), max_people, NUM_KEYPOINTS), dtype=torch.bool)
+        for row, sample in enumerate(samples):
+            batch["occluded"][row, : len(sample["occluded"])] = torch.as_tensor(sample["occluded"], dtype=torch.bool)
     return batch
 
 

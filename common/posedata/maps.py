@@ -420,16 +420,34 @@ def nadsnet_targets(
     return heatmaps, pafs
 
 
-def gan_input(keypoints: torch.Tensor, seatbelt: torch.Tensor, image_size: int) -> torch.Tensor:
+# How the generator's input shows occluded joints (v == 1): 'drawn' like visible ones (the seed's),
+# or 'omitted': left out, with every limb touching them, so that it is never asked to draw an arm
+# at a place where its real frame shows none.
+OCCLUDED_JOINTS = ("drawn", "omitted")
+
+
+def gan_input(keypoints: torch.Tensor, seatbelt: torch.Tensor, image_size: int, occluded: torch.Tensor | None = None,
+              occluded_joints: str = "drawn") -> torch.Tensor:
     """The generator's 26-channel input at full resolution, on keypoints.device.
 
     keypoints: (B, P, 9, 2) input pixels, NaN padded; seatbelt: (B, 1, S, S) in {0, 1}.
+    occluded: bool (B, P, 9), True where a joint is labelled occluded (v == 1); needed with
+        occluded_joints 'omitted', which leaves those joints out of the heatmaps and the limbs
+        touching them out of the PAFs ('drawn': every present joint is drawn, `occluded` unused).
     Returns float32 (B, 26, S, S): 9 heatmaps (no background; sigma = 7 * S / 384), 16 PAFs, seatbelt.
     """
     check_image_size(image_size)
     expected = (keypoints.shape[0], 1, image_size, image_size)
     if tuple(seatbelt.shape) != expected:
         raise ValueError(f"seatbelt must have shape {expected}, got {tuple(seatbelt.shape)}")
+    if occluded_joints not in OCCLUDED_JOINTS:
+        raise ValueError(f"occluded_joints must be one of {OCCLUDED_JOINTS}, got {occluded_joints!r}")
+    if occluded_joints == "omitted":
+        if occluded is None or tuple(occluded.shape) != tuple(keypoints.shape[:3]):
+            raise ValueError(f"occluded_joints 'omitted' needs the occluded joints, bool {tuple(keypoints.shape[:3])}, "
+                             f"got {None if occluded is None else tuple(occluded.shape)}")
+        # a missing joint (NaN) draws no heat and ends no limb: the renderers' own rule
+        keypoints = keypoints.masked_fill(occluded.to(keypoints.device, torch.bool)[..., None], math.nan)
     sigma = HEATMAP_SIGMA * scale_for(image_size)
     heatmaps = render_heatmaps_torch(keypoints, image_size, image_size, 1, sigma)
     pafs = render_pafs_torch(keypoints, image_size, image_size, 1)

@@ -27,6 +27,7 @@ from common.posedata.dataset import PERSON_LABEL
 from common.errors import DataError, OptionError
 from common.models.factory import build_generator, describe_config, load_generator
 from common.models.normalization import normalised_map_areas
+from common.models.rendering import occluded_joints_of
 from common.posedata.pose import SEMANTIC_CHANNELS
 from common.synthetic.layout import RAW_IMAGES_DIR, SEATBELT_MASK_DIR
 from common.posedata.visualize import save_png
@@ -151,7 +152,8 @@ def write_batch(plan: Plan, batch: Sequence[Job], first_row: int, renderer: Fram
     its contact sheet pictures."""
     frames = plan.frames
     belts = {index: frames.belt_at_input(index) for index in dict.fromkeys(job.frame for job in batch)}
-    rendered = renderer.render([job.keypoints for job in batch], np.stack([belts[job.frame] for job in batch]))
+    occluded = None if frames.occluded is None else [frames.occluded[job.frame] for job in batch]
+    rendered = renderer.render([job.keypoints for job in batch], np.stack([belts[job.frame] for job in batch]), occluded)
     for row, (job, square) in enumerate(zip(batch, rendered), start=first_row):
         picture = to_frame_size(square, *frames.size_of(job.frame))
         save_png(out / RAW_IMAGES_DIR / f"{job.image_id}.png", picture)
@@ -216,7 +218,7 @@ def arm_pose_library(mode: str, library_file: Path | None) -> np.ndarray | None:
 def make_plan(options: argparse.Namespace, frames: Frames, config: dict) -> Plan:
     """The command's Plan, with the info the annotation file records."""
     info = {"generated_by": f"{PROG} {options.command}", "generator": str(options.generator),
-            "generator_config": describe_config(config),
+            "generator_config": describe_config(config), "occluded_joints": occluded_joints(options, config),
             "normalisation": "batch statistics" if options.batch_statistics else "eval mode (stored statistics)",
             "source_annotations": str(options.annotations)}
     if options.command == "dataset":
@@ -233,6 +235,11 @@ def make_plan(options: argparse.Namespace, frames: Frames, config: dict) -> Plan
         info.update(belt="mask" if options.masks_dir else options.belt)
     plan.info = info
     return plan
+
+
+def occluded_joints(options: argparse.Namespace, config: dict) -> str:
+    """--occluded-joints, or the generator's own choice (its configuration) when not given."""
+    return options.occluded_joints or occluded_joints_of(config)
 
 
 def output_folder(options: argparse.Namespace) -> OutputFolder:
@@ -265,7 +272,8 @@ def generate(options: argparse.Namespace, messages: Sequence[str] = ()) -> dict:
         return {"frames": len(plan.jobs), "written": 0, "seconds": time.perf_counter() - started}
     print(f"generator: {options.generator} ({describe_config(config)}; {plan.info['normalisation']}) on {options.device}; "
           f"{len(frames)} source frames -> {len(plan.jobs)} frames")
-    renderer = FrameRenderer(generator, size, options.device, options.batch_statistics, options.amp)
+    renderer = FrameRenderer(generator, size, options.device, options.batch_statistics, options.amp,
+                             occluded_joints(options, config))
     try:
         write_plan(plan, folder, renderer, options.batch_size)
     finally:

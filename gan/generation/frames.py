@@ -56,6 +56,8 @@ class Frames:
     image_paths, mask_paths: the source files, or None where not given.
     belt: what the belt channel is: 'mask' (the mask files), 'empty' or 'from-keypoints'.
     describe_record: index -> "annotation 12, field 'image_id' ..." for messages (PoseDataset's).
+    occluded: per frame bool (P, 9), the keypoints labelled occluded (v = 1; PoseDataset's rule);
+        a changed pose keeps them, as its annotation keeps their flags.
     """
 
     annotation_file: Path
@@ -69,6 +71,7 @@ class Frames:
     mask_paths: list[Path] | None = None
     belt: str = "mask"
     describe_record: Callable[[int], str] | None = None
+    occluded: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -172,6 +175,7 @@ def read_annotated_frames(annotation_file: Path, images_dir: Path | None, masks_
         other_records=other_records, image_paths=dataset.image_paths if images_dir is not None else None,
         mask_paths=dataset.mask_paths if masks_dir is not None else None,
         belt=belt if masks_dir is None else "mask", describe_record=dataset.describe_record,
+        occluded=list(dataset.occluded),
     )
 
 
@@ -188,13 +192,14 @@ def read_pose_frames(annotation_file: Path, frame_size: tuple[int, int], image_s
     present = (visibility >= 1) & (xy >= 0).all(axis=2)
     scaled = np.where(present[:, :, None], xy * image_size / size, np.nan).astype(np.float32)
     scaled.flags.writeable = False  # as PoseDataset's: poses are changed on copies only
+    occluded = present & (visibility == 1)
     ids = list(rows_of_image)
     person_records, other_records = records_by_frame(annotations, ids)
     return Frames(
         annotation_file=Path(annotation_file), image_size=image_size, image_ids=ids,
         sizes=np.tile(np.asarray(frame_size, dtype=np.int64), (len(ids), 1)),
         keypoints=[scaled[rows] for rows in rows_of_image.values()], person_records=person_records,
-        other_records=other_records, belt=belt,
+        other_records=other_records, belt=belt, occluded=[occluded[rows] for rows in rows_of_image.values()],
     )
 
 

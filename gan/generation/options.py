@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from common.posedata.augment import ARM_AUGMENT_MODES
+from common.posedata.maps import OCCLUDED_JOINTS
 from common.runs.cli import OneLineParser
 from common.parallel.devices import AMP_MODES, parse_device
 from common.errors import OptionError
@@ -39,6 +40,10 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
                         help="output folder: created, or this command's unfinished output (continued)")
     parser.add_argument("--overwrite", action="store_true",
                         help="empty a non-empty --out that is not this command's unfinished output, and start afresh")
+    parser.add_argument("--occluded-joints", choices=OCCLUDED_JOINTS, default=None,
+                        help="the joints labelled occluded (v = 1) in the generator's input: drawn, or omitted with "
+                        "the limbs touching them; default: as the generator was trained (its configuration; drawn "
+                        "for a file without the entry)")
     speed = parser.add_argument_group("devices and speed")
     speed.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     speed.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,

@@ -24,10 +24,12 @@ from common.posedata.pose import NUM_KEYPOINTS
 from common.models.rendering import GeneratedSamples
 
 
-def pad_people(poses: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-frame poses (P_i, 9, 2) -> float32 (n, max P_i, 9, 2), padded with NaN people."""
+def pad_people(poses: Sequence[np.ndarray], fill=np.nan, dtype=np.float32) -> np.ndarray:
+    """Per-frame arrays (P_i, 9, ...) -> (n, max P_i, 9, ...) of `dtype`, padded with `fill` people:
+    poses float32 (P_i, 9, 2) padded with NaN (the defaults), flags bool (P_i, 9) with False."""
     most = max((len(people) for people in poses), default=0)
-    padded = np.full((len(poses), most, NUM_KEYPOINTS, 2), np.nan, dtype=np.float32)
+    trailing = np.shape(poses[0])[2:] if len(poses) else (2,)
+    padded = np.full((len(poses), most, NUM_KEYPOINTS, *trailing), fill, dtype=dtype)
     for row, people in enumerate(poses):
         padded[row, : len(people)] = people
     return padded
@@ -43,18 +45,24 @@ class FrameRenderer:
         device: where it runs.
         batch_statistics: False -> eval mode (stored running statistics); True -> each batch's own.
         amp: 'off' | 'bf16' | 'fp16' autocast.
+        occluded_joints: how its input shows occluded joints (common.posedata.maps.OCCLUDED_JOINTS).
     """
 
     def __init__(self, generator: torch.nn.Module, image_size: int, device: torch.device | str,
-                 batch_statistics: bool = False, amp: str = "off"):
+                 batch_statistics: bool = False, amp: str = "off", occluded_joints: str = "drawn"):
         self.image_size = image_size
-        self.samples = GeneratedSamples(generator, device, image_range="seed", eval_mode=not batch_statistics, amp=amp)
+        self.samples = GeneratedSamples(generator, device, image_range="seed", eval_mode=not batch_statistics, amp=amp,
+                                        occluded_joints=occluded_joints)
 
-    def render(self, poses: Sequence[np.ndarray], belts: np.ndarray) -> list[np.ndarray]:
-        """poses: n arrays (P, 9, 2) input pixels, NaN = missing; belts: float32 (n, 1, S, S) in {0, 1}.
+    def render(self, poses: Sequence[np.ndarray], belts: np.ndarray,
+               occluded: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """poses: n arrays (P, 9, 2) input pixels, NaN = missing; belts: float32 (n, 1, S, S) in {0, 1};
+        occluded: n bool arrays (P, 9), the joints labelled occluded (or None).
         Returns n uint8 (S, S, 3) RGB frames."""
         keypoints = torch.from_numpy(pad_people(poses))
-        fake = self.samples.render(keypoints, torch.from_numpy(np.ascontiguousarray(belts)), self.image_size).cpu()
+        hidden = None if occluded is None else torch.from_numpy(pad_people(occluded, False, bool))
+        fake = self.samples.render(keypoints, torch.from_numpy(np.ascontiguousarray(belts)), self.image_size,
+                                   hidden).cpu()
         return [gan_to_uint8(image) for image in fake]
 
 
