@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from common.runs.checkpoints import config_path_for, load_state_dict_file, load_weights_strict, save_network
+from common.runs.checkpoints import (config_path_for, load_network_config, load_state_dict_file, load_weights_strict,
+                                    save_network)
 from common.errors import CheckpointError
 from common.runs.files import write_text_atomic
 from common.models.factory import infer_discriminator_config, infer_generator_config
+from common.models.rendering import occluded_joints_of
 from common.runs.run import Progress
 from common.runs.runlog import RunLog
 from gan.model import GANModel
@@ -51,6 +53,7 @@ class GANCheckpoint:
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        self._check_input_choice(state["generator_config"], source)
         load_weights_strict(self.model.netG, state["netG"], f"{source} (generator)",
                             self._fits("generator", state["netG"], state["generator_config"]))
         load_weights_strict(self.model.netD, state["netD"], f"{source} (discriminator)",
@@ -79,6 +82,15 @@ class GANCheckpoint:
             self.visualizer.display_once(epoch, progress.total_iterations, *self.trainer.display_images())
         self.visualizer.write_page(running=running)
 
+    def _check_input_choice(self, held: dict[str, Any], source: Path) -> None:
+        """A generator trained on other input maps (--occluded-joints) has the same tensors but
+        learned another task: continuing it under this run's choice would mix the two."""
+        held_choice = occluded_joints_of(held)
+        own_choice = occluded_joints_of(self.configs["generator"])
+        if held_choice != own_choice:
+            raise CheckpointError(f"{source} holds a generator trained with --occluded-joints {held_choice}, this run "
+                                  f"gives --occluded-joints {own_choice}: continue it with --occluded-joints {held_choice}")
+
     def _fits(self, network: str, state_dict: dict, held: dict | None = None) -> str:
         """The flags this run needs to build `network` ('generator' or 'discriminator') as a file
         holds it: its configuration `held`, else the one read off `state_dict`. Every flag that
@@ -98,6 +110,7 @@ class GANCheckpoint:
         d_path = directory / f"{self.which_epoch}_net_D.pth"
         if not g_path.is_file():
             return None
+        self._check_input_choice(load_network_config(g_path) or {}, g_path)  # the seed's files have none: 'drawn'
         g_state = load_state_dict_file(g_path)
         load_weights_strict(self.model.netG, g_state, g_path, self._fits("generator", g_state))
         if d_path.is_file():

@@ -142,6 +142,25 @@ def test_continuing_seed_files_names_every_flag_that_differs_and_following_it_wo
     assert main([*argv, "--ngf", "8", "--spade-hidden", "128"]) == 0
 
 
+def test_a_generator_trained_on_other_input_maps_is_not_continued(tiny_dataset_dir, tmp_path, capsys):
+    """--occluded-joints changes what the generator's input shows, not its tensors: continuing a
+    run (its training state, or its latest_net_G.pth alone) under the other choice is refused in
+    one line naming the flag, and continuing with the run's own choice works."""
+    from gan.train import main
+
+    data = tiny_dataset_dir(num_images=4, width=96, height=80)
+    argv = tiny_args(data, tmp_path / "run", "--niter", "1", "--max-iterations", "1")
+    assert main([*argv, "--occluded-joints", "omitted"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--continue-train", "--niter", "2", "--max-iterations", "2"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "continue it with --occluded-joints omitted" in error[0], error
+    (tmp_path / "run" / "gan_train_state.pth").unlink()  # the latest files alone: checked as well
+    assert main([*argv, "--continue-train", "--niter", "2", "--max-iterations", "2"]) == 1
+    assert "--occluded-joints omitted" in capsys.readouterr().err
+    assert main([*argv, "--continue-train", "--niter", "2", "--max-iterations", "2", "--occluded-joints", "omitted"]) == 0
+
+
 def test_a_judge_kept_in_the_folder_is_no_guidance_unless_it_guides(tiny_dataset_dir, tmp_path, capsys):
     """--judge-weights FOLDER/nadsnet_best.pth with --nadsnet-weights none: nothing guides, so the
     judge is accepted; the same file as the guidance is refused (one line, exit 2)."""
