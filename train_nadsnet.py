@@ -3,7 +3,7 @@
 
 if __name__ == "__main__":
     # First of all, before torch is imported: a Ctrl-C or SIGTERM during start-up is a clean stop too.
-    from common.runs.stopping import STOP
+    from common.training.stopping import STOP
 
     STOP.install()
 

@@ -39,7 +39,7 @@ from benchmarks.harness import (
     synthetic_batch,
     time_iterations,
 )
-from common.runs.checkpoints import save_network
+from common.training.checkpoints import save_network
 from common.parallel.devices import Placement, resolve_devices, tune_allocator_for
 from common.models.factory import SEED_NADSNET_CONFIG, build_nadsnet
 from gan.options import PRESETS, parse_options

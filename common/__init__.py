@@ -2,7 +2,7 @@
 
 - `errors`: the project's error types (the user's mistakes, reported in one line).
 - `parallel/`: devices, precision, processes (torch.distributed) and their collectives.
-- `runs/`: a training's life: the command line, options, the run folder, the loop skeleton,
+- `training/`: a training's life: the command line, options, the run folder, the loop skeleton,
   its log, stopping on a signal, checkpoints and atomic files.
 - `posedata/`: pose conventions, label maps, the data set, augmentation, pose libraries,
   image helpers, sampling and pictures.

@@ -1,7 +1,7 @@
 """The errors a run reports as one readable line (no traceback), and the scripts' exit codes.
 
 Every error a user can cause (a bad file, a bad option, a folder in use, a diverged loss)
-is one of these; `common.runs.cli.run_script` prints its message on one line and exits with the
+is one of these; `common.training.cli.run_script` prints its message on one line and exits with the
 code below. Anything else is a bug and keeps its traceback.
 """
 
@@ -52,7 +52,7 @@ class OptionError(ValueError):
 
 
 class FolderInUseError(RuntimeError):
-    """Another run owns the checkpoints folder (see common.runs.run_folder)."""
+    """Another run owns the checkpoints folder (see common.training.run_folder)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,5 +68,5 @@ class NonFiniteLossError(RuntimeError):
         self.network = network
 
 
-# What common.runs.cli.run_script reports as one line with EXIT_ERROR.
+# What common.training.cli.run_script reports as one line with EXIT_ERROR.
 USER_ERRORS = (DataError, CheckpointError, FolderInUseError, NonFiniteLossError)

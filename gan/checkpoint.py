@@ -1,6 +1,6 @@
 """What a GAN run saves, in SPADE's file names so seed tools and checkpoints keep working.
 
-Beside the training state (common.runs.run): `latest_net_G.pth`, `latest_net_D.pth` (plain state
+Beside the training state (common.training.run): `latest_net_G.pth`, `latest_net_D.pth` (plain state
 dicts, the configuration beside each as JSON), an epoch copy `<epoch>_net_G/D.pth` at saved
 epoch ends (only the newest `--keep-epoch-checkpoints` of them kept), `iter.txt` (the seed's
 iteration record) and the page `web/index.html`. A folder holding only the seed's
@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from common.runs.checkpoints import (config_path_for, load_network_config, load_state_dict_file, load_weights_strict,
+from common.training.checkpoints import (config_path_for, load_network_config, load_state_dict_file, load_weights_strict,
                                     save_network)
 from common.errors import CheckpointError
-from common.runs.files import write_text_atomic
+from common.training.files import write_text_atomic
 from common.models.factory import infer_discriminator_config, infer_generator_config
 from common.models.rendering import occluded_joints_of
-from common.runs.run import Progress
-from common.runs.runlog import RunLog
+from common.training.run import Progress
+from common.training.runlog import RunLog
 from gan.model import GANModel
 from gan.options import DISCRIMINATOR_SHAPE_FLAGS, GENERATOR_SHAPE_FLAGS, fitting_flags
 from gan.trainer import GANTrainer
@@ -32,7 +32,7 @@ _EPOCH_COPY = re.compile(r"^(\d+)_net_G\.pth$")
 
 
 class GANCheckpoint:
-    """The GAN's part of a save (the `Checkpoint` of common.runs.run)."""
+    """The GAN's part of a save (the `Checkpoint` of common.training.run)."""
 
     def __init__(self, model: GANModel, trainer: GANTrainer, visualizer: GANVisualizer, configs: dict[str, dict],
                  batch_size: int, keep_epoch_checkpoints: int | None, which_epoch: str = "latest"):

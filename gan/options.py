@@ -4,7 +4,7 @@ Options that a preset sets default to None here and are filled from the preset; 
 given on the command line overrides its preset. `--preset seed` is the seed's configuration;
 `--preset cpu` is small enough to train on a laptop CPU in minutes. With no GPU and no preset
 given, the cpu preset is used (and the run says so). The options both training scripts have
-are defined once, in common.runs.options.
+are defined once, in common.training.options.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from common.errors import OptionError
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 from common.models.init import INIT_TYPES
 from common.models.normalization import normalised_map_areas
-from common.runs.options import (
+from common.training.options import (
     IMAGE_SIZE_STEP,
     adam_beta,
     non_negative_float,

@@ -1,6 +1,6 @@
 """The GAN training, top to bottom: options -> data -> networks -> the loop.
 
-The run skeleton (common.runs.run) owns the folder, resume, saves, stop requests and non-finite
+The run skeleton (common.training.run) owns the folder, resume, saves, stop requests and non-finite
 losses; gan.checkpoint says what is saved (SPADE's file names); gan.trainer takes the steps;
 gan.visualizer writes the page. Everything that can be wrong with the data, the options or
 the checkpoints to load is found before the first file is written.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from common.runs.cli import run_script
+from common.training.cli import run_script
 from common.posedata.dataset import PoseDataset, make_loader, validated_dataset
 from common.parallel.devices import Placement, place_networks, release_free_heap_pages
 from common.parallel.distributed import SINGLE_PROCESS
@@ -24,7 +24,7 @@ from common.models.factory import build_discriminator, build_generator, discrimi
 from common.models.init import init_weights
 from common.models.losses import VGGLoss
 from common.presets import prepare_data
-from common.runs.run import Run, RunSpec
+from common.training.run import Run, RunSpec
 from common.posedata.sampling import ResumableSampler
 from gan.checkpoint import GANCheckpoint
 from gan.faithfulness import Faithfulness, load_judge
@@ -213,5 +213,5 @@ def build_guidance(options: argparse.Namespace, devices: Placement, log) -> torc
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line (exit codes: common.runs.cli)."""
+    """The command line (exit codes: common.training.cli)."""
     return run_script("train_gan.py", lambda args: parse_options(args), train, argv)

@@ -1,4 +1,4 @@
-"""What a NADS-Net run saves beside its training state (common.runs.run).
+"""What a NADS-Net run saves beside its training state (common.training.run).
 
 - `nadsnet_best.pth` (+ `nadsnet_best.json`, its configuration): a plain state dict, written
   when an epoch's validation loss is the lowest so far (the seed saved only then); `train_gan.py` uses it for
@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from common.runs.checkpoints import load_weights_strict, save_network
+from common.training.checkpoints import load_weights_strict, save_network
 from common.errors import CheckpointError
 from common.models.factory import nadsnet_choices
-from common.runs.run import Progress
+from common.training.run import Progress
 from nadsnet_pvt.options import nadsnet_flags
 from nadsnet_pvt.run_files import BEST_WEIGHTS
 from nadsnet_pvt.trainer import NADSNetTrainer
@@ -40,7 +40,7 @@ def check_network_choices(held: dict[str, Any], own: dict[str, Any], source: str
 
 
 class NADSNetCheckpoint:
-    """NADS-Net's part of a save (the `Checkpoint` of common.runs.run), and the best so far."""
+    """NADS-Net's part of a save (the `Checkpoint` of common.training.run), and the best so far."""
 
     def __init__(self, net: nn.Module, config: dict[str, Any], trainer: NADSNetTrainer, visualizer: NADSNetVisualizer):
         self.net, self.config, self.trainer, self.visualizer = net, config, trainer, visualizer

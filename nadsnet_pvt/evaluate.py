@@ -27,16 +27,16 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from common.runs.cli import OneLineParser, run_script
+from common.training.cli import OneLineParser, run_script
 from common.posedata.dataset import PoseDataset, collate_poses
 from common.parallel.devices import AMP_MODES, autocast_context, parse_device
 from common.errors import OptionError
-from common.runs.files import write_text_atomic
+from common.training.files import write_text_atomic
 from common.posedata.maps import nadsnet_targets
 from common.models.factory import load_nadsnet
 from common.models.losses import nadsnet_loss
 from common.models.nadsnet import NADSNetOutput
-from common.runs.options import check_amp, image_size_value, non_negative_int, positive_int
+from common.training.options import check_amp, image_size_value, non_negative_int, positive_int
 from common.posedata.pose import NUM_KEYPOINTS
 from nadsnet_pvt.metrics import COUNT_SIZE, ValidationMetrics, format_keypoint_table, format_overall
 from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
@@ -225,7 +225,7 @@ def format_report(evaluation: Evaluation, args: argparse.Namespace, config: dict
 
 def run(args: argparse.Namespace) -> Evaluation:
     """Load the weights and the data, evaluate, print, write --json. Raises CheckpointError,
-    DataError, ValueError or OSError with a one-line message (common.runs.cli.run_script reports it)."""
+    DataError, ValueError or OSError with a one-line message (common.training.cli.run_script reports it)."""
     device = torch.device(args.device)
     net, config = load_nadsnet(args.weights, device, image_size=args.image_size)
     image_size = int(config["image_size"])

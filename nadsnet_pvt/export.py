@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.runs.cli import OneLineParser, run_script
+from common.training.cli import OneLineParser, run_script
 from common.errors import OptionError, first_line
-from common.runs.files import write_atomic
+from common.training.files import write_atomic
 from common.models.factory import load_nadsnet
-from common.runs.options import image_size_value
+from common.training.options import image_size_value
 from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; lower ones go through a version converter

@@ -5,7 +5,7 @@ given on the command line overrides its preset. `--preset seed` is the seed's co
 `--preset cpu` uses train_gan.py's cpu image size (so a generator trained with
 `python train_gan.py --preset cpu` fits). With no GPU and no preset given, the cpu preset is
 used (and the run says so). The options both training scripts have are defined once, in
-common.runs.options.
+common.training.options.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from common.errors import OptionError
 from common.models.factory import SEED_NADSNET_CONFIG, non_seed_choices
 from common.models.nadsnet import BACKBONES, FPN_WIRINGS
-from common.runs.options import (
+from common.training.options import (
     adam_beta,
     fraction,
     non_negative_float,

@@ -48,13 +48,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.runs.cli import OneLineParser, run_script
+from common.training.cli import OneLineParser, run_script
 from common.posedata.dataset import IMAGE_EXTENSIONS, PERSON_LABEL, DataError, annotation_file_text, image_header_size, load_image
 from common.parallel.devices import parse_device
 from common.errors import OptionError
-from common.runs.files import write_text_atomic
+from common.training.files import write_text_atomic
 from common.models.factory import load_nadsnet
-from common.runs.options import image_size_value, positive_int
+from common.training.options import image_size_value, positive_int
 from common.posedata.visualize import draw_skeleton, overlay_mask, save_png
 from nadsnet_pvt.run_files import RUN_HELP, fill_from_run
 from nadsnet_pvt.inference import People, predict_people

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from common.errors import OptionError
-from common.runs.options import read_config
+from common.training.options import read_config
 from nadsnet_pvt.options import build_parser
 
 BEST_WEIGHTS = "nadsnet_best.pth"

@@ -4,7 +4,7 @@ Each training batch has its first samples rendered by the pretrained SPADE gener
 changed arm poses (nadsnet_pvt.batch); after every epoch NADS-Net is validated on the
 validation JSON (nadsnet_pvt.evaluate: losses, PCK, PCKt, seatbelt IoU / Dice), the numbers go
 to the log, `nadsnet_metrics.jsonl`, TensorBoard and the page, and the best weights are kept.
-The run skeleton (common.runs.run) owns the folder, resume, saves, stop requests and non-finite
+The run skeleton (common.training.run) owns the folder, resume, saves, stop requests and non-finite
 losses. Everything that can be wrong with the data, the options or the checkpoints to load is
 found before the first file is written.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from common.runs.cli import run_script
+from common.training.cli import run_script
 from common.posedata.dataset import PoseDataset, WithGeneratedFrames, make_loader, validated_dataset
 from common.parallel.devices import place_networks
 from common.parallel.distributed import SINGLE_PROCESS, sum_over_processes
@@ -26,8 +26,8 @@ from common.models.factory import build_nadsnet, describe_state_dict, infer_nads
 from common.posedata.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS
 from common.posedata.pose_library import load_arm_pose_library
 from common.presets import prepare_data
-from common.runs.checkpoints import load_network_config
-from common.runs.run import Run, RunSpec
+from common.training.checkpoints import load_network_config
+from common.training.run import Run, RunSpec
 from common.posedata.sampling import ResumableSampler
 from common.models.rendering import GeneratedSamples, occluded_joints_of
 from common.models.factory import LATEST_GENERATOR
@@ -292,5 +292,5 @@ def build_generated_samples(options: argparse.Namespace, device: torch.device, l
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line (exit codes: common.runs.cli)."""
+    """The command line (exit codes: common.training.cli)."""
     return run_script("train_nadsnet.py", lambda args: parse_options(args), train, argv)

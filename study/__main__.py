@@ -26,8 +26,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-from common.runs.cli import OneLineParser, run_script
-from common.runs.options import positive_int, seed_value
+from common.training.cli import OneLineParser, run_script
+from common.training.options import positive_int, seed_value
 from study.plan import PRESETS, build_data, conditions, smoke, trainings
 from study.report import build_report, condition_results, faithfulness, overfitting, plain, pose_pictures, write_report
 from study.runner import StudyClock, StudyError, folder_preset, run_plan
@@ -113,7 +113,7 @@ def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m study [explore] ...` (exit codes: common.runs.cli): the main study, or with the
+    """`python -m study [explore] ...` (exit codes: common.training.cli): the main study, or with the
     first word `explore` the exploration stage."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [EXPLORE]:

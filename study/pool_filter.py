@@ -29,8 +29,8 @@ import numpy as np
 from common.models.factory import load_nadsnet
 from common.posedata.dataset import PoseDataset, annotation_file_text, read_annotation_list
 from common.posedata.pose import NUM_KEYPOINTS
-from common.runs.cli import OneLineParser, run_script
-from common.runs.files import write_text_atomic
+from common.training.cli import OneLineParser, run_script
+from common.training.files import write_text_atomic
 from gan.generation.frames import copy_file
 from nadsnet_pvt.metrics import ARM_KEYPOINTS, ValidationMetrics
 from study.plan import DataSet, pool_annotations
@@ -128,7 +128,7 @@ def filter_pool(options: argparse.Namespace, messages: Sequence[str] = ()) -> Pa
 
 
 def filter_main(argv: Sequence[str] | None = None) -> int:
-    """The command line (exit codes: common.runs.cli)."""
+    """The command line (exit codes: common.training.cli)."""
     return run_script(FILTER_PROG, _filter_options, filter_pool, argv)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from common.posedata.augment import torso_height
-from common.runs.cli import OneLineParser, run_script
+from common.training.cli import OneLineParser, run_script
 from common.posedata.dataset import PERSON_LABEL, PoseDataset, read_annotation_list
 from common.posedata.pose import ARMS, FRONT_ROW_TORSO_HEIGHT, scale_for
 
@@ -45,7 +45,7 @@ def _write_oracle(options: argparse.Namespace, messages: list[str] = ()) -> Path
 
 
 def oracle_main(argv: Sequence[str] | None = None) -> int:
-    """`python -m study.pools --source-set DIR --poses FILE --out DIR` (exit codes: common.runs.cli)."""
+    """`python -m study.pools --source-set DIR --poses FILE --out DIR` (exit codes: common.training.cli)."""
     return run_script(ORACLE_PROG, _oracle_options, _write_oracle, argv)
 
 

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from common.runs.checkpoints import load_file
+from common.training.checkpoints import load_file
 from common.posedata.dataset import PoseDataset, make_loader
-from common.runs.files import write_text_atomic
+from common.training.files import write_text_atomic
 from common.models.factory import build_nadsnet
-from common.runs.run_folder import provenance
+from common.training.run_folder import provenance
 from common.posedata.sampling import ResumableSampler
 from common.posedata.visualize import PageSection, draw_skeleton, plot_curves, save_png, write_page
 from nadsnet_pvt.evaluate import BatchHook, evaluate

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import CheckpointError, OptionError
-from common.runs.files import write_text_atomic
-from common.runs.stopping import STOP, TrainingInterrupted
+from common.training.files import write_text_atomic
+from common.training.stopping import STOP, TrainingInterrupted
 from gan.run_files import STATE_FILE as GAN_STATE
 from nadsnet_pvt.run_files import METRICS_FILE, STATE_FILE as NADSNET_STATE
 from study.plan import StudyPreset, Training

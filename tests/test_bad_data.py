@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.runs.checkpoints import load_file
+from common.training.checkpoints import load_file
 from common.posedata.dataset import PoseDataset
 from common.posedata.sampling import ResumableSampler
 

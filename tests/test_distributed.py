@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.runs.checkpoints import load_file, load_state_dict_file, save_network
+from common.training.checkpoints import load_file, load_state_dict_file, save_network
 from common.models.factory import build_generator, generator_config
 from common.models.init import init_weights
 from conftest import SINGLE_THREAD_ENV
@@ -96,7 +96,7 @@ def without_effect(network: torch.nn.Module, channels: int, size: int) -> frozen
 def initial_gan(argv: list[str]) -> dict[str, dict]:
     """G's and D's weights before training, as the script builds them (seeded)."""
     from common.parallel.devices import Placement
-    from common.runs.runlog import RunLog
+    from common.training.runlog import RunLog
     from gan.options import parse_options
     from gan.train import build_model
 
@@ -109,7 +109,7 @@ def initial_gan(argv: list[str]) -> dict[str, dict]:
 
 
 def initial_nadsnet(argv: list[str]) -> dict:
-    from common.runs.runlog import RunLog
+    from common.training.runlog import RunLog
     from nadsnet_pvt.options import parse_options
     from nadsnet_pvt.train import build_network
 

@@ -16,7 +16,7 @@ from torch import nn
 from common.parallel.devices import Placement
 from common.posedata.maps import nadsnet_targets, render_heatmaps, render_pafs
 from common.models.factory import build_generator, build_nadsnet, generator_config
-from common.runs.runlog import RunLog
+from common.training.runlog import RunLog
 from conftest import person_keypoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,7 +113,7 @@ def test_gan_loader_keeps_the_last_batch_nadsnet_loader_drops_it(tiny_dataset_di
 def test_generated_frames_range_is_train_nadsnet_own_choice(tmp_path):
     """A generator file saying image_range 'seed' does not make NADS-Net training feed [-1, 1]
     frames: --image-range of train_nadsnet.py decides (converted by default)."""
-    from common.runs.checkpoints import save_network
+    from common.training.checkpoints import save_network
     from nadsnet_pvt.options import parse_options as nadsnet_parse
     from nadsnet_pvt.train import build_generated_samples
 

@@ -194,7 +194,7 @@ def test_frozen_networks_get_no_gradients(both_runs):
 def test_on_the_cpu_the_networks_train_channels_last_and_files_keep_the_default_layout(tmp_path):
     """oneDNN convolves NHWC without reordering (docs/performance.md: the 384 px iteration is
     faster); a network's file must still hold default-layout tensors, as the seed's do."""
-    from common.runs.checkpoints import save_network
+    from common.training.checkpoints import save_network
 
     model = tiny_model()
     convolution_weights = {

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from common.posedata.augment import arm_augment
-from common.runs.checkpoints import save_network
+from common.training.checkpoints import save_network
 from common.posedata.dataset import PoseDataset
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 from common.models.init import init_weights

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.runs.checkpoints import load_file, save_network
+from common.training.checkpoints import load_file, save_network
 from common.errors import CheckpointError
-from common.runs.files import save_atomic, write_text_atomic
+from common.training.files import save_atomic, write_text_atomic
 from common.models.factory import build_discriminator, build_generator, discriminator_config, generator_config
 
 from conftest import SINGLE_THREAD_ENV
@@ -189,7 +189,7 @@ def test_write_that_raises_midway_keeps_previous_text(tmp_path):
         handle.write(b"ne")
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    from common.runs.files import write_atomic
+    from common.training.files import write_atomic
 
     with pytest.raises(CheckpointError, match="Read-only file system"):
         write_atomic(target, half_then_fail)
@@ -215,7 +215,7 @@ def test_pictures_and_pages_are_renamed_into_place_without_fsync(tmp_path, monke
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
     # The umask is read once at start-up: a fresh interpreter under each umask.
-    script = ("import os, sys, numpy as np; from common.runs.files import write_text_atomic, save_atomic; "
+    script = ("import os, sys, numpy as np; from common.training.files import write_text_atomic, save_atomic; "
               "from common.posedata.visualize import save_png; out = sys.argv[1]; "
               "write_text_atomic('x', out + '/a.txt'); save_atomic({'w': 1}, out + '/b.pth'); "
               "save_png(out + '/c.png', np.zeros((2, 2, 3), np.uint8)); open(out + '/plain.txt', 'w').close()")
@@ -229,7 +229,7 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    from common.runs.files import remove_stale_temporaries
+    from common.training.files import remove_stale_temporaries
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

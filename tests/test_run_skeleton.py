@@ -1,4 +1,4 @@
-"""The run skeleton both trainings share (common.runs.run): stop requests sent to the whole job,
+"""The run skeleton both trainings share (common.training.run): stop requests sent to the whole job,
 one run per folder, bounded pictures and checkpoints, provenance and format, bad options.
 
 Stop requests are tested as a scheduler sends them: the training runs in a new session
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.runs.checkpoints import load_file
-from common.runs.files import save_atomic
-from common.runs.run_folder import LOCK_NAME
+from common.training.checkpoints import load_file
+from common.training.files import save_atomic
+from common.training.run_folder import LOCK_NAME
 from common.posedata.visualize import Gallery, GalleryEntry, save_png
 from conftest import SINGLE_THREAD_ENV
 
@@ -52,7 +52,7 @@ def nadsnet_argv(data, checkpoints: Path, *extra: str) -> list[str]:
 CHILD = textwrap.dedent('''
     import importlib, os, signal, sys
     sys.path.insert(0, {root!r})
-    from common.runs.stopping import STOP
+    from common.training.stopping import STOP
     STOP.install()
     module_name, owner_name, attribute = {target!r}
     owner = importlib.import_module(module_name)
@@ -235,12 +235,12 @@ def test_a_restart_right_after_kill_9_is_not_refused_by_orphaned_workers(tmp_pat
     import signal
     import time
 
-    from common.runs.run_folder import RunLock
+    from common.training.run_folder import RunLock
 
     script = textwrap.dedent("""
         import os, sys, time
         from pathlib import Path
-        from common.runs.run_folder import RunLock
+        from common.training.run_folder import RunLock
         RunLock(Path(sys.argv[1])).acquire()
         child = os.fork()
         if child == 0:  # the orphan-to-be: lives on after its parent is killed

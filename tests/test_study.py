@@ -229,7 +229,7 @@ def _side_by_side(tmp_path, monkeypatch, behaviour):
 
 
 def test_side_by_side_trainings_pass_a_stop_on_and_none_starts_after_it(tmp_path, monkeypatch):
-    from common.runs.stopping import STOP, TrainingInterrupted
+    from common.training.stopping import STOP, TrainingInterrupted
 
     runner, trainings, started = _side_by_side(tmp_path, monkeypatch, {"a": (30, 0), "b": (30, 0), "c": (0, 0)})
     progress = runner.Progress(trainings, stream=open(os.devnull, "w"))

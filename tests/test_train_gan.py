@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.runs.checkpoints import load_network_config, load_state_dict_file, save_network
+from common.training.checkpoints import load_network_config, load_state_dict_file, save_network
 from common.parallel.devices import process_devices, resolve_devices
 from common.errors import CheckpointError
 from common.models.factory import build_nadsnet, load_generator, load_nadsnet

@@ -18,11 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from common.runs.checkpoints import load_file, load_state_dict_file, save_network
+from common.training.checkpoints import load_file, load_state_dict_file, save_network
 from common.posedata.imaging import gan_to_imagenet
 from common.errors import CheckpointError, NonFiniteLossError
-from common.runs.runlog import RunLog
-from common.runs.stopping import TrainingInterrupted
+from common.training.runlog import RunLog
+from common.training.stopping import TrainingInterrupted
 from common.posedata.maps import gan_input, nadsnet_targets
 from common.models.factory import build_generator, generator_config, load_nadsnet
 from common.models.init import init_weights

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.runs.checkpoints import describe_mismatch, load_state_dict_file
+from common.training.checkpoints import describe_mismatch, load_state_dict_file
 from common.errors import CheckpointError
 from common.models.pvt import PyramidVisionTransformer
 
@@ -296,7 +296,7 @@ def load_into(
 
 def read_state_dict(path: str | Path) -> StateDict:
     """Read a state dict from a local file: `.safetensors`, or a torch file read by
-    `common.runs.checkpoints.load_state_dict_file` (weights only; unwraps {'state_dict': ...} and
+    `common.training.checkpoints.load_state_dict_file` (weights only; unwraps {'state_dict': ...} and
     {'model': ...}; strips `module.`). Raises CheckpointError naming the file."""
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from common.runs.checkpoints import load_file, load_network_config, load_state_dict_file, load_weights_strict, state_dict_of
+from common.training.checkpoints import load_file, load_network_config, load_state_dict_file, load_weights_strict, state_dict_of
 from common.errors import CheckpointError
 from common.posedata.pose import NUM_KEYPOINTS, NUM_PAF_CHANNELS, REFERENCE_IMAGE_SIZE, SEMANTIC_CHANNELS
 

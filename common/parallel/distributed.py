@@ -6,7 +6,7 @@ LOCAL_RANK and LOCAL_WORLD_SIZE in their environment (several machines: torchrun
 reads them, picks the process's devices by `process_devices` and joins the process group:
 NCCL when the process trains on CUDA, gloo on the CPU. Without torchrun it is a job of one.
 
-What the run skeleton (common.runs.run) does with it:
+What the run skeleton (common.training.run) does with it:
 - `--batch-size` is the global batch; process r trains on its share of each global batch, in
   the order one process would use (common.posedata.sampling.ResumableSampler);
 - only process 0 writes (checkpoints, states, pages, logs, TensorBoard) and holds the lock;

@@ -33,7 +33,7 @@ from common.posedata.augment import ARM_AUGMENT_MODES, arm_augment
 from common.errors import DataError
 from common.posedata.imaging import IMAGENET_MEAN, IMAGENET_STD
 from common.posedata.pose import KEYPOINT_NAMES, NUM_KEYPOINTS, check_image_size
-from common.runs.stopping import ignore_stop_signals
+from common.training.stopping import ignore_stop_signals
 
 PERSON_LABEL = "Person"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # tried in this order
@@ -580,7 +580,7 @@ def make_loader(dataset: PoseDataset, sampler, num_workers: int, device: torch.d
 
     Workers are not persistent: `PoseDataset.set_epoch` (the arm augmentation's draws) must
     reach them, and only workers started anew each epoch see it. Workers ignore SIGINT and
-    SIGTERM sent to the whole process group (common.runs.stopping): the main process stops them.
+    SIGTERM sent to the whole process group (common.training.stopping): the main process stops them.
     """
     workers = max(0, num_workers)
     return torch.utils.data.DataLoader(

@@ -16,7 +16,7 @@ import numpy as np
 import dominate
 from dominate import tags
 
-from common.runs.files import write_atomic, write_text_atomic
+from common.training.files import write_atomic, write_text_atomic
 from common.posedata.pose import LIMBS, NUM_KEYPOINTS
 
 # One BGR-free RGB colour per limb and per keypoint, for skeleton overlays.
@@ -28,7 +28,7 @@ _LIMB_COLOURS = np.array(
 
 def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
     """Write a uint8 (H, W, 3) RGB or (H, W) grey image as PNG, atomically (not fsynced: a
-    picture is redrawn at the next display step; common.runs.files)."""
+    picture is redrawn at the next display step; common.training.files)."""
     image = np.ascontiguousarray(image_rgb)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from common.posedata.augment import arm_augment
-from common.runs.checkpoints import config_path_for
-from common.runs.cli import run_script
+from common.training.checkpoints import config_path_for
+from common.training.cli import run_script
 from common.posedata.dataset import PERSON_LABEL
 from common.errors import DataError, OptionError
 from common.models.factory import build_generator, describe_config, load_generator
@@ -286,5 +286,5 @@ def generate(options: argparse.Namespace, messages: Sequence[str] = ()) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; exit codes (common.runs.cli): 0 done, 1 a bad file or folder (one line), 2 bad options."""
+    """The command line; exit codes (common.training.cli): 0 done, 1 a bad file or folder (one line), 2 bad options."""
     return run_script(PROG, parse_options, generate, argv)

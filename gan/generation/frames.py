@@ -31,7 +31,7 @@ from common.posedata.dataset import (
     validated_dataset,
 )
 from common.errors import DataError
-from common.runs.files import write_atomic
+from common.training.files import write_atomic
 from common.posedata.pose import LEFT_HIP, NUM_KEYPOINTS, RIGHT_SHOULDER
 from common.posedata.visualize import overlay_mask, save_png
 

@@ -11,10 +11,10 @@ import torch
 
 from common.posedata.augment import ARM_AUGMENT_MODES
 from common.posedata.maps import OCCLUDED_JOINTS
-from common.runs.cli import OneLineParser
+from common.training.cli import OneLineParser
 from common.parallel.devices import AMP_MODES, parse_device
 from common.errors import OptionError
-from common.runs.options import check_amp, positive_int, seed_value
+from common.training.options import check_amp, positive_int, seed_value
 
 PROG = "generate.py"
 DEFAULT_BATCH_SIZE = 4

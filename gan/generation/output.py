@@ -11,9 +11,9 @@ What a command writes there (the seed's layout, so OUT reads like a source folde
 - `.generate/progress.json`: {"frames_done", "frames", "finished"}, rewritten after every batch.
   Batches are written in order, so the first `frames_done` frames (and their masks and contact
   sheet pictures) are complete; a rerun of the same command starts at the next batch.
-- `.generate/.run.lock`: common.runs.run_folder's lock while a command runs (one run per OUT).
+- `.generate/.run.lock`: common.training.run_folder's lock while a command runs (one run per OUT).
 
-Every file is written atomically (common.runs.files), so a killed run leaves only complete files;
+Every file is written atomically (common.training.files), so a killed run leaves only complete files;
 the annotation JSON is written last. A non-empty OUT that is not this command's own output is
 refused, writing nothing, unless --overwrite (which first empties OUT, and never when OUT holds
 one of the command's inputs).
@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 from common.errors import FolderInUseError, OptionError
 from common.posedata.dataset import annotation_file_text
-from common.runs.files import remove_stale_temporaries, write_text_atomic
-from common.runs.run_folder import LOCK_NAME, RunLock
+from common.training.files import remove_stale_temporaries, write_text_atomic
+from common.training.run_folder import LOCK_NAME, RunLock
 
 PROGRESS_DIR = ".generate"
 COMMAND_FILE = "command.json"

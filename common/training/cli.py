@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from common.errors import EXIT_BAD_OPTIONS, EXIT_DONE, EXIT_ERROR, USER_ERRORS, DataError, OptionError
 from common.parallel.distributed import is_peer_failure, torchrun_environment
-from common.runs.stopping import TrainingInterrupted
+from common.training.stopping import TrainingInterrupted
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ A training loop reads (gan/train.py, nadsnet_pvt/train.py):
 
 What this module decides, once for both trainings:
 - Files. Nothing is written before the data, options and checkpoints have been checked; then
-  the run takes the folder's lock (common.runs.run_folder). The log, the options file and the
+  the run takes the folder's lock (common.training.run_folder). The log, the options file and the
   metrics file are held in memory until the first save, so a run stopped before its first
   iteration leaves nothing behind. Every file is written atomically; the logs and the metrics
   file are cut back on resume to the sizes saved with the state.
@@ -23,7 +23,7 @@ What this module decides, once for both trainings:
   provenance and a format version; it is loaded with `weights_only=True`. It is saved every
   `--save-latest-freq` iterations, when the training says so at an epoch end, on a stop
   request and at `--max-iterations`.
-- Stop requests (common.runs.stopping): the iteration in progress finishes, the state is saved and
+- Stop requests (common.training.stopping): the iteration in progress finishes, the state is saved and
   `TrainingInterrupted` ends the run with 128 + the signal number; before the first iteration
   nothing is written.
 - Non-finite losses: the trainers raise NonFiniteLossError before any update (buffers put
@@ -45,14 +45,14 @@ from typing import Any, Iterable, Iterator, Protocol
 import torch
 from tqdm import tqdm
 
-from common.runs.checkpoints import load_file
+from common.training.checkpoints import load_file
 from common.parallel.distributed import broadcast_from_main, largest_over_processes, mean_over_processes, start_job
 from common.errors import CheckpointError, DataError, FolderInUseError, NonFiniteLossError
-from common.runs.files import remove_stale_temporaries, save_atomic, write_text_atomic
-from common.runs.options import format_options
-from common.runs.run_folder import RunLock, provenance
-from common.runs.runlog import RunLog
-from common.runs.stopping import STOP, TrainingInterrupted
+from common.training.files import remove_stale_temporaries, save_atomic, write_text_atomic
+from common.training.options import format_options
+from common.training.run_folder import RunLock, provenance
+from common.training.runlog import RunLog
+from common.training.stopping import STOP, TrainingInterrupted
 
 # --on-nonfinite skip: this many skipped batches in a row mean the run has diverged; it stops then.
 NONFINITE_STREAK_LIMIT = 20

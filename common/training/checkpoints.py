@@ -3,7 +3,7 @@
 Networks are saved as plain state dicts (the seed's format: `torch.save(net.state_dict())`),
 so a file written here loads like the seed's and the other way round. The configuration that
 rebuilds the network is written beside it as JSON (`latest_net_G.pth` -> `latest_net_G.json`).
-Writes are atomic (common.runs.files). Every read uses `torch.load(..., weights_only=True)`: a file
+Writes are atomic (common.training.files). Every read uses `torch.load(..., weights_only=True)`: a file
 that carries code is refused and its code never runs.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from common.errors import CheckpointError, first_line
-from common.runs.files import save_atomic, write_text_atomic
+from common.training.files import save_atomic, write_text_atomic
 
 
 def config_path_for(weights_path: str | Path) -> Path:

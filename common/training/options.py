@@ -25,7 +25,7 @@ Presets = Mapping[str, Mapping[str, Any]]  # {preset name: {option dest: value}}
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 IMAGE_SIZE_STEP = 32  # the PVT backbone and the generator's 'normal' upsampling both need it
-NONFINITE_STREAK_LIMIT = 20  # common.runs.run's limit of skipped batches in a row, for --help
+NONFINITE_STREAK_LIMIT = 20  # common.training.run's limit of skipped batches in a row, for --help
 AMP_CHOICES = ("auto", *AMP_MODES)  # the training scripts' --amp
 
 
@@ -142,7 +142,7 @@ class TrainingCommand:
     checks: tuple[Callable[[argparse.Namespace], None], ...] = field(default=())
 
     def parser(self) -> argparse.ArgumentParser:
-        from common.runs.cli import OneLineParser
+        from common.training.cli import OneLineParser
 
         parser = OneLineParser(prog=self.prog, description=self.description, formatter_class=HelpFormatter)
         self.add_options(parser, add_shared_options(parser, self.presets, validation=True))
