@@ -53,8 +53,9 @@ def _add_shared_options(parser: argparse.ArgumentParser, folder: str) -> None:
                         help="at most N training seeds per condition (a development probe; seeds are 1, 2, ..., so a "
                         "later run without it on the same --out adds the rest)")
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                        help="run the conditions' trainings N at a time, each in a process of its own with an equal "
-                        "share of the cores (on a 2-core CPU 2 get through more per hour than 1); the rest runs alone")
+                        help="run the steps N at a time, each in a process of its own with an equal share of the cores, "
+                        "each as soon as the steps it reads are done (on a 2-core CPU 2 get through more per hour "
+                        "than 1)")
     parser.add_argument("--smoke", action="store_true", help="every training cut to two iterations at 64 px (tests)")
 
 

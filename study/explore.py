@@ -52,6 +52,8 @@ VALID_SET = "explore_valid"  # its key in study.plan.SET_SEED_OFFSETS
 SUBSETS = ("new_pose_arms", "trained_family_arms")
 WINNER_METRIC = "new_pose_arms.pckt_arms"
 RUN_PREFIX = "explore-"  # the arms' training folders, apart from the main study's conditions
+# (real-only's first seed there also draws the overfitting curve on a held-out set, so it is
+# trained again here; generated is trained exactly as the main study's and shares its folders)
 WINNER_RULE = ("paired over the training seeds on explore_valid (the training side's validation set of every family): "
                "the winner is the lever with the largest mean gain over generated (the preset's GAN) on the new-pose "
                "arms' PCKt@0.2 whose 95 % Student-t interval lies above 0; 'none' when no lever's does")
@@ -140,7 +142,8 @@ def explore_trainings(preset: StudyPreset, out: Path, data: ExploreData, data_se
                       chosen: Sequence[Lever]) -> list[Training]:
     """The stage's steps in the order they run: the guidance network, the preset's GAN and pool
     (the main study's steps, so its folder's are reused), each lever's GAN and pool (or the
-    filter), then every arm's NADS-Net for seeds 1..`seeds`."""
+    filter), then every arm's NADS-Net for seeds 1..`seeds` (generated's are the main study's
+    generated-seed<s>)."""
     steps = StudySteps(preset, out, data.train, data.poses, data_seed)
     guidance = steps.guidance()
     gan = steps.gan("gan", guidance)
@@ -155,8 +158,8 @@ def explore_trainings(preset: StudyPreset, out: Path, data: ExploreData, data_se
             lever_gan = steps.gan(pool, guidance, lever.gan_flags)
             plan += [lever_gan, steps.pool(pool, lever_gan, POOL_AUGMENT, preset.variants)]
         arms.append(replace(by_name[GENERATED], name=lever.name, pool=pool, summary=lever.summary))
-    for arm in arms:
-        plan += steps.condition_runs(arm, seeds, gan, prefix=RUN_PREFIX)
+    for arm in arms:  # generated is the main study's condition itself: in its folder, its runs are reused
+        plan += steps.condition_runs(arm, seeds, gan, prefix="" if arm.name == GENERATED else RUN_PREFIX)
     return plan
 
 

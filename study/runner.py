@@ -1,9 +1,10 @@
 """Running the study's trainings: each at most once, resumable, with one progress line.
 
 Every training runs in this process through its script's `main` (no start-up cost per run),
-its output going to `<its folder>/output.log`; with `--jobs N` the conditions' trainings (which
-do not depend on each other) run N at a time instead, each in a process of its own with an
-equal share of the cores (run_in_parallel). A finished training leaves `done.json`; a study
+its output going to `<its folder>/output.log`; with `--jobs N` the steps run N at a time
+instead, each in a process of its own with an equal share of the cores, a step starting as soon
+as the steps it reads are done (prerequisites, run_in_parallel): the judge and the conditions on
+real frames alone do not wait for the GAN. A finished training leaves `done.json`; a study
 that was stopped (Ctrl-C, a kill, a crash) continues with the same command: finished trainings
 are kept, an unfinished one continues from its last save (`--continue-train`). While a training
 runs, a background thread keeps one line up to date: which training, which epoch, and about how
@@ -179,29 +180,63 @@ def _start(training: Training, threads: int) -> subprocess.Popen:
                                 preexec_fn=_die_with_parent if os.name == "posix" else None)
 
 
-def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int) -> None:
-    """Run the trainings not yet done `jobs` at a time, in plan order, each in its own process
-    with cores // jobs threads. A stop request is passed on to every running training (each
-    saves and ends); a failed training stops the others the same way, then the study says which."""
+def prerequisites(plan: list[Training]) -> dict[str, set[str]]:
+    """{step name: the names of the earlier steps it reads}. A step reads another when one of
+    its arguments is a path inside the other's folder or output folder (its weights, its
+    generator, its pool of frames); only earlier steps count, so the plan's order stays one that
+    works one step at a time."""
+    found: dict[str, set[str]] = {}
+    for index, step in enumerate(plan):
+        homes = [(str(earlier.directory), earlier.name) for earlier in plan[:index]]
+        homes += [(str(earlier.output), earlier.name) for earlier in plan[:index] if earlier.output is not None]
+        found[step.name] = {name for home, name in homes
+                            for argument in step.argv if argument == home or argument.startswith(home + os.sep)}
+    return found
+
+
+def _next_ready(pending: list[Training], needs: dict[str, set[str]], done: set[str]) -> Training | None:
+    """The first pending step whose prerequisites are all done, or None."""
+    return next((step for step in pending if needs.get(step.name, set()) <= done), None)
+
+
+def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int,
+                    on_finished: Callable[[], None] = lambda: None) -> None:
+    """Run the steps not yet done `jobs` at a time, each in its own process with cores // jobs
+    threads: the first pending step (in plan order) whose prerequisites are done starts when a
+    place is free. A stop request is passed on to every running step (each saves and ends); a
+    failed step stops the others the same way, then the study says which. `on_finished` is
+    called after each step is marked done."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
-    pending = [training for training in trainings if not is_done(training)]
+    needs = prerequisites(trainings)
+    done = {training.name for training in trainings if is_done(training)}
+    pending = [training for training in trainings if training.name not in done]
     running: list[tuple[Training, subprocess.Popen]] = []
     passed_on = False
     try:
         while pending or running:
-            while pending and len(running) < jobs and STOP.requested is None:
-                training = pending.pop(0)
+            while len(running) < jobs and STOP.requested is None:
+                training = _next_ready(pending, needs, done)
+                if training is None:
+                    break
+                pending.remove(training)
                 progress.start(training)
                 running.append((training, _start(training, threads)))
+            if not running and STOP.requested is None:
+                blocked = ", ".join(f"{t.name} (needs {', '.join(sorted(needs[t.name] - done))})" for t in pending)
+                raise StudyError(f"no step can start: {blocked}")
             if STOP.requested is not None and not passed_on:
                 passed_on = True
                 for _, process in running:
                     process.send_signal(STOP.requested)
+            if STOP.requested is not None and not running:
+                raise TrainingInterrupted(STOP.requested, "stopped between trainings; continue with the same command")
             time.sleep(0.5)
             for entry in [entry for entry in running if entry[1].poll() is not None]:
                 running.remove(entry)
                 _finish(entry[0], entry[1].returncode, progress)
+                done.add(entry[0].name)
+                on_finished()
     finally:
         for _, process in running:  # after a failure or a second signal: stop the rest, saving
             if process.poll() is None and not passed_on:
@@ -222,20 +257,20 @@ def check_resumable(trainings: list[Training]) -> None:
 
 
 def run_plan(plan: list[Training], jobs: int, clock: "StudyClock") -> None:
-    """Run every step of `plan` not done yet: the steps every condition needs (condition None)
-    one after the other in this process, then the conditions' trainings, `jobs` at a time
-    (run_in_parallel) or in this process; `clock` records the minutes after each."""
+    """Run every step of `plan` not done yet: in plan order in this process, or with `jobs` > 1
+    `jobs` at a time as their prerequisites allow (run_in_parallel); `clock` records the
+    minutes after each step."""
     check_resumable(plan)
     progress = Progress(plan)
     with STOP:
         try:
-            shared = [training for training in plan if training.condition is None]
-            for training in shared + ([] if jobs > 1 else [t for t in plan if t.condition is not None]):
-                if not is_done(training):
-                    run_training(training, progress)
-                    clock.record()
             if jobs > 1:
-                run_in_parallel([t for t in plan if t.condition is not None], progress, jobs)
+                run_in_parallel(plan, progress, jobs, on_finished=clock.record)
+            else:
+                for training in plan:
+                    if not is_done(training):
+                        run_training(training, progress)
+                        clock.record()
         finally:
             progress.close()
             clock.record()

@@ -50,7 +50,8 @@ def test_explore_stage_smoke(tmp_path):
 
     trainings = report["config"]["trainings"]
     assert {t["name"] for t in trainings if t["name"].startswith("explore-")} == {
-        f"explore-{arm}-seed1" for arm in ("real-only", "generated", *report["levers"])}
+        f"explore-{arm}-seed1" for arm in ("real-only", *report["levers"])}
+    assert "generated-seed1" in {t["name"] for t in trainings}  # the main study's own condition, shared
     held_out = [f"-s{seed}-" for seed in _held_out_seeds(1)]
     assert not [(t["name"], word) for t in trainings for word in t["argv"] if any(tag in word for tag in held_out)]
     assert not any(tag in path.name for path in (out / "data").iterdir() for tag in held_out)  # never even built

@@ -256,6 +256,37 @@ def test_a_failed_side_by_side_training_stops_the_others_and_is_named(tmp_path, 
     assert [name for name, _ in started] == ["a", "b"] and not runner.is_done(trainings[0])
 
 
+def test_each_step_waits_for_the_steps_it_reads_and_no_more():
+    """The cpu preset's plan: the GAN waits for the guidance network, the pools for the GAN (the
+    oracle's for the GAN's pool), a condition for its pool or generator; the judge, real-only
+    and geometric wait for nothing, so side by side they run while the GAN trains."""
+    from study.plan import PRESETS, DataSet, StudyData, trainings
+    from study.runner import prerequisites
+
+    data = StudyData(*(DataSet(Path("/d") / name) for name in ("train", "narrow", "wide", "judge", "poses")))
+    needs = prerequisites(trainings(PRESETS["cpu"], Path("/o"), data, 1))
+    assert needs["judge"] == needs["guidance"] == needs["real-only-seed1"] == needs["geometric-seed3"] == set()
+    assert needs["gan"] == {"guidance"}
+    assert needs["pool-gan"] == needs["pool-gan-unchanged"] == {"gan"} and needs["pool-oracle"] == {"pool-gan"}
+    assert needs["oracle-seed5"] == {"pool-oracle"} and needs["generated-seed1"] == {"pool-gan"}
+    assert needs["generated-unchanged-seed1"] == {"pool-gan-unchanged"}
+    assert needs["seed-recipe-seed1"] == {"gan"} and needs["generated-online-seed1"] == {"gan"}
+
+
+def test_side_by_side_a_step_starts_once_what_it_reads_is_done(tmp_path, monkeypatch):
+    """Two places: 'b' reads 'a''s folder, so the independent 'c' takes the second place and 'b'
+    starts only after 'a' has finished."""
+    from study.plan import Training
+
+    runner, trainings, started = _side_by_side(tmp_path, monkeypatch, {"a": (1.0, 0), "b": (0, 0), "c": (3.0, 0)})
+    finished = []
+    monkeypatch.setattr(runner, "_finish", lambda training, code, progress: finished.append(training.name))
+    trainings[1] = Training("b", "nadsnet", tmp_path / "b", ("--weights", str(tmp_path / "a" / "best.pth")), 1, "c")
+    runner.run_in_parallel(trainings, runner.Progress(trainings, stream=open(os.devnull, "w")), jobs=2)
+    assert [name for name, _ in started] == ["a", "c", "b"]
+    assert finished.index("a") < [name for name, _ in started].index("b") and sorted(finished) == ["a", "b", "c"]
+
+
 def test_the_precision_is_chosen_once_per_study_folder(tmp_path, monkeypatch):
     from study.runner import check_folder, precision_line
 
