@@ -30,7 +30,7 @@ from common.training.cli import OneLineParser, run_script
 from common.training.options import positive_int, seed_value
 from study.plan import PRESETS, build_data, conditions, smoke, trainings
 from study.report import build_report, condition_results, faithfulness, overfitting, plain, pose_pictures, write_report
-from study.runner import StudyClock, StudyError, folder_preset, run_plan
+from study.runner import StudyClock, StudyError, folder_preset, run_plan, step_minutes
 
 EXPLORE = "explore"  # the first word that runs the exploration stage instead of the main study
 EXPLORE_DESCRIPTION = (
@@ -105,7 +105,7 @@ def study(options: argparse.Namespace, messages: list[str] = ()) -> dict:
     pools_dir = out / "pools"
     config = {"preset": asdict(preset), "data_seed": options.data_seed, "amp": preset.amp,
               "conditions": {c.name: c.summary for c in conditions(preset.main_dose, preset.dose_fractions)},
-              "trainings": [{"name": t.name, "argv": list(t.argv)} for t in plan]}
+              "trainings": [{"name": t.name, "argv": list(t.argv), "minutes": step_minutes(t)} for t in plan]}
     report = build_report(results, counts, faithfulness(judge, data.train, pools_dir), overfitting(plan),
                           plain(config), clock.minutes())
     write_report(out, report, pose_pictures(data.train, pools_dir, out))

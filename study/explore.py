@@ -43,7 +43,7 @@ from study.plan import (BASELINE, NARROW_FAMILIES, POOL_AUGMENT, PRESETS, DataSe
 from study.pool_filter import DEFAULT_THRESHOLD as FILTER_THRESHOLD
 from study.pools import new_pose_arm_masks, subset_of, trained_family_arm_masks
 from study.report import dataset_of, plain, results_on_sets, table_rows, versions, write_json
-from study.runner import StudyClock, folder_preset, run_plan
+from study.runner import StudyClock, folder_preset, run_plan, step_minutes
 from study.verdict import paired_table
 
 EXPLORE_SEEDS, SMOKE_SEEDS = 3, 1
@@ -240,7 +240,7 @@ def explore(options: argparse.Namespace, messages: Sequence[str] = ()) -> dict:
     results, counts = explore_results(plan, data)
     config = {"preset": asdict(preset), "data_seed": options.data_seed, "amp": preset.amp, "seeds": seeds,
               "data": {"train": data.train.root, "poses": data.poses.root, VALID_SET: data.valid.root},
-              "trainings": [{"name": t.name, "argv": list(t.argv)} for t in plan]}
+              "trainings": [{"name": t.name, "argv": list(t.argv), "minutes": step_minutes(t)} for t in plan]}
     report = explore_report(results, counts, chosen, skipped, plain(config), clock.minutes())
     write_explore(out, report)
     print(f"{winner_line(report)}; {out / 'explore.html'}")

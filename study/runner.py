@@ -76,6 +76,11 @@ def _epochs_done(training: Training) -> int:
         return 0
 
 
+def _iterations_in(training: Training, epochs: int) -> float:
+    """The planned iterations of a training's first `epochs` epochs."""
+    return training.iterations * min(epochs, training.epochs) / max(training.epochs, 1)
+
+
 class Progress:
     """The study's progress line (stderr), refreshed every few seconds from another thread."""
 
@@ -86,6 +91,7 @@ class Progress:
         self.iterations_done = sum(t.iterations for t in trainings if is_done(t))
         self.iterations_at_start = self.iterations_done
         self.running: list[Training] = []
+        self._epochs_at_start: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,11 +100,15 @@ class Progress:
             return ""
         current = self.running[0]
         index = self.trainings.index(current) + 1
-        done_now = self.iterations_done - self.iterations_at_start
+        # the running trainings' finished epochs count too, so that side-by-side runs finishing
+        # together do not make the rate jump
+        partly = {t.name: _iterations_in(t, _epochs_done(t)) for t in self.running}
+        since_start = sum(partly[t.name] - _iterations_in(t, self._epochs_at_start.get(t.name, 0)) for t in self.running)
+        done_now = self.iterations_done - self.iterations_at_start + since_start
         total = sum(t.iterations for t in self.trainings)
         elapsed = time.time() - self.started
-        left = "estimating time left" if done_now == 0 else \
-            f"about {(total - self.iterations_done) * elapsed / done_now / 60:.0f} min left"
+        left = "estimating time left" if done_now <= 0 else \
+            f"about {(total - self.iterations_done - sum(partly.values())) * elapsed / done_now / 60:.0f} min left"
         epoch = min(_epochs_done(current) + 1, current.epochs)
         others = f" (and {len(self.running) - 1} more)" if len(self.running) > 1 else ""
         return (f"study: training {index}/{len(self.trainings)} {current.name}, epoch {epoch}/{current.epochs}{others}, "
@@ -111,6 +121,7 @@ class Progress:
 
     def start(self, training: Training) -> None:
         self.running.append(training)
+        self._epochs_at_start[training.name] = _epochs_done(training)  # a resumed training's earlier epochs
         self.stream.write("\r" + self.line()[:150].ljust(150) + "\n")
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -139,16 +150,30 @@ def _arguments(training: Training) -> list[str]:
 def run_training(training: Training, progress: Progress) -> None:
     """Run (or continue) one training to the end, its output in `output.log`; then mark it done."""
     progress.start(training)
-    argv = _arguments(training)
+    argv, started = _arguments(training), time.monotonic()
     with open(training.directory / "output.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         print(f"\n$ {training.script} {' '.join(argv)}", flush=True)
         code = _script_main(training.script)(argv)
-    _finish(training, code, progress)
+    _finish(training, code, progress, started, torch_threads())
 
 
-def _finish(training: Training, code: int, progress: Progress) -> None:
-    """Mark a training that exited with `code` done, or raise: interrupted, or failed (naming its log)."""
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def step_minutes(training: Training) -> float | None:
+    """The wall minutes a finished step took (its done mark; None for a mark without them)."""
+    done = training.directory / DONE
+    return json.loads(done.read_text()).get("minutes") if done.is_file() else None
+
+
+def _finish(training: Training, code: int, progress: Progress, started: float, threads: int) -> None:
+    """Mark a training that exited with `code` done (its wall minutes since `started`, a
+    time.monotonic(), and its CPU threads kept in the mark), or raise: interrupted, or failed
+    (naming its log)."""
     log_path = training.directory / "output.log"
     if code in (130, 143):
         raise TrainingInterrupted(code - 128, f"stopped during {training.name}; continue with the same command")
@@ -156,7 +181,9 @@ def _finish(training: Training, code: int, progress: Progress) -> None:
         last = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         raise StudyError(f"training {training.name} failed (exit code {code}): {last[-1] if last else ''} "
                          f"(log: {log_path})")
-    write_text_atomic(json.dumps({"name": training.name, "argv": list(training.argv)}) + "\n", training.directory / DONE)
+    mark = {"name": training.name, "argv": list(training.argv), "minutes": round((time.monotonic() - started) / 60, 3),
+            "threads": threads}
+    write_text_atomic(json.dumps(mark) + "\n", training.directory / DONE)
     progress.finished(training)
 
 
@@ -212,6 +239,7 @@ def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int,
     done = {training.name for training in trainings if is_done(training)}
     pending = [training for training in trainings if training.name not in done]
     running: list[tuple[Training, subprocess.Popen]] = []
+    started: dict[str, float] = {}
     passed_on = False
     try:
         while pending or running:
@@ -221,6 +249,7 @@ def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int,
                     break
                 pending.remove(training)
                 progress.start(training)
+                started[training.name] = time.monotonic()
                 running.append((training, _start(training, threads)))
             if not running and STOP.requested is None:
                 blocked = ", ".join(f"{t.name} (needs {', '.join(sorted(needs[t.name] - done))})" for t in pending)
@@ -234,7 +263,7 @@ def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int,
             time.sleep(0.5)
             for entry in [entry for entry in running if entry[1].poll() is not None]:
                 running.remove(entry)
-                _finish(entry[0], entry[1].returncode, progress)
+                _finish(entry[0], entry[1].returncode, progress, started[entry[0].name], threads)
                 done.add(entry[0].name)
                 on_finished()
     finally:

@@ -141,6 +141,7 @@ def test_pipeline_killed_and_continued(tmp_path):
     assert {"config", "versions", "minutes"} <= set(report) and report["config"]["amp"] == plan["amp"] == "off"
     trainings = [t for t in report["config"]["trainings"] if t["name"] != "pool-oracle"]  # the renderer has no precision
     assert all(t["argv"][t["argv"].index("--amp") + 1] == "off" for t in trainings)  # one precision for every training
+    assert all(entry["minutes"] >= 0 for entry in report["config"]["trainings"])  # each step's time, for the budget
     page = (out / "study.html").read_text()
     assert page.index("rule (fixed before any number)") < page.index("verdict:") < page.index("n=2")
     assert "images/pose0.png" in page
@@ -280,11 +281,31 @@ def test_side_by_side_a_step_starts_once_what_it_reads_is_done(tmp_path, monkeyp
 
     runner, trainings, started = _side_by_side(tmp_path, monkeypatch, {"a": (1.0, 0), "b": (0, 0), "c": (3.0, 0)})
     finished = []
-    monkeypatch.setattr(runner, "_finish", lambda training, code, progress: finished.append(training.name))
+    monkeypatch.setattr(runner, "_finish", lambda training, code, *_: finished.append(training.name))
     trainings[1] = Training("b", "nadsnet", tmp_path / "b", ("--weights", str(tmp_path / "a" / "best.pth")), 1, "c")
     runner.run_in_parallel(trainings, runner.Progress(trainings, stream=open(os.devnull, "w")), jobs=2)
     assert [name for name, _ in started] == ["a", "c", "b"]
     assert finished.index("a") < [name for name, _ in started].index("b") and sorted(finished) == ["a", "b", "c"]
+
+
+def test_the_time_left_counts_the_epochs_of_running_trainings_since_they_started(tmp_path, monkeypatch):
+    """Three trainings of 100 iterations in 10 epochs; two run side by side, 5 epochs further
+    after 60 s (one resumed at epoch 2, whose earlier epochs are not this run's speed): 100
+    iterations in 60 s, 300 - 50 - 70 = 180 left, so about 108 s."""
+    from study import runner
+    from study.plan import Training
+
+    trainings = [Training(name, "nadsnet", tmp_path / name, (), 100, "c", epochs=10) for name in ("a", "b", "c")]
+    epochs = {"a": 0, "b": 2, "c": 0}
+    monkeypatch.setattr(runner, "_epochs_done", lambda training: epochs[training.name])
+    progress = runner.Progress(trainings, stream=open(os.devnull, "w"))
+    progress.start(trainings[0]), progress.start(trainings[1])
+    assert progress.line().endswith("estimating time left")
+    epochs.update(a=5, b=7)
+    progress.started -= 60
+    assert progress.line().endswith("about 2 min left")  # 108 s
+    progress.started -= 600  # eleven times as long for the same progress: 1,188 s
+    assert progress.line().endswith("about 20 min left")
 
 
 def test_the_precision_is_chosen_once_per_study_folder(tmp_path, monkeypatch):
