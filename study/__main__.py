@@ -66,7 +66,8 @@ def parse_options(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[
     _add_shared_options(parser, "the study's folder")
     parser.add_argument("--conditions", type=_condition_list, default=None, metavar="NAME[,NAME...]",
                         help=f"run only these conditions (of {', '.join(CONDITION_NAMES)}) besides the steps every "
-                        "study runs; the report covers what ran, and its verdict needs real-only and generated")
+                        "study runs (default: all but " + ", ".join(OPT_IN_CONDITIONS) + "); the report covers what "
+                        "ran, and its verdict needs real-only and generated")
     return parser.parse_args(argv), []
 
 
@@ -79,6 +80,7 @@ def parse_explore_options(argv: Sequence[str] | None) -> tuple[argparse.Namespac
 
 
 CONDITION_NAMES = tuple(condition.name for condition in conditions())
+OPT_IN_CONDITIONS = tuple(condition.name for condition in conditions() if not condition.by_default)
 
 
 def _condition_list(text: str) -> tuple[str, ...]:

@@ -124,8 +124,8 @@ def test_pipeline_killed_and_continued(tmp_path):
     assert (out / "runs" / "judge" / "done.json").stat().st_mtime_ns == judge_mark  # finished runs are kept
     report = json.loads((out / "study.json").read_text())
     conditions = report["conditions"]
-    assert {"real-only", "oracle", "generated", "generated-unchanged", "generated-0.25", "generated-online", "seed-recipe",
-            "geometric"} == set(conditions)
+    assert {"real-only", "oracle", "generated", "generated-unchanged", "generated-0.25", "seed-recipe",
+            "geometric"} == set(conditions)  # every condition but the opt-in generated-online
     assert conditions["real-only"]["seeds"] == [1, 2] and conditions["geometric"]["seeds"] == [1]
     for held_out in ("wide", "narrow", "new_pose_arms"):
         assert set(conditions["oracle"][held_out]) == {"pckt", "pckt_arms", "seatbelt_iou"}
@@ -261,11 +261,14 @@ def test_each_step_waits_for_the_steps_it_reads_and_no_more():
     """The cpu preset's plan: the GAN waits for the guidance network, the pools for the GAN (the
     oracle's for the GAN's pool), a condition for its pool or generator; the judge, real-only
     and geometric wait for nothing, so side by side they run while the GAN trains."""
-    from study.plan import PRESETS, DataSet, StudyData, trainings
+    from study.plan import PRESETS, DataSet, StudyData, conditions, trainings
     from study.runner import prerequisites
 
     data = StudyData(*(DataSet(Path("/d") / name) for name in ("train", "narrow", "wide", "judge", "poses")))
-    needs = prerequisites(trainings(PRESETS["cpu"], Path("/o"), data, 1))
+    plan = trainings(PRESETS["cpu"], Path("/o"), data, 1)
+    assert not any(step.condition == "generated-online" for step in plan)  # opt-in: named with --conditions
+    every_condition = tuple(condition.name for condition in conditions())
+    needs = prerequisites(trainings(PRESETS["cpu"], Path("/o"), data, 1, every_condition))
     assert needs["judge"] == needs["guidance"] == needs["real-only-seed1"] == needs["geometric-seed3"] == set()
     assert needs["gan"] == {"guidance"}
     assert needs["pool-gan"] == needs["pool-gan-unchanged"] == {"gan"} and needs["pool-oracle"] == {"pool-gan"}
