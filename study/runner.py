@@ -274,13 +274,23 @@ def run_in_parallel(trainings: list[Training], progress: Progress, jobs: int,
             process.wait()
 
 
+# Flags that change only what a training writes besides its weights and metrics, so a step
+# done with or without them still counts as done.
+OUTPUT_ONLY_FLAGS = frozenset({"--no-html"})
+
+
+def weights_argv(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """`argv` without OUTPUT_ONLY_FLAGS (each takes no value): what decides a step's results."""
+    return [argument for argument in argv if argument not in OUTPUT_ONLY_FLAGS]
+
+
 def check_resumable(trainings: list[Training]) -> None:
     """A study folder from another preset or version would mix runs: refuse it."""
     for training in trainings:
         done = training.directory / DONE
         if done.is_file():
             recorded = json.loads(done.read_text())
-            if recorded.get("argv") != list(training.argv):
+            if weights_argv(recorded.get("argv") or []) != weights_argv(training.argv):
                 raise CheckpointError(f"{done}: this training was run with other flags (another --preset or "
                                       "version of the study); use another --out")
 

@@ -326,3 +326,18 @@ def test_the_precision_is_chosen_once_per_study_folder(tmp_path, monkeypatch):
     assert "emulated" in precision_line("bf16") and "float32" in precision_line("off")
     with pytest.raises(OptionError, match="data_seed 0"):
         check_folder(tmp_path / "native", {**identity, "data_seed": 1}, "auto")
+
+
+def test_a_done_step_counts_whatever_its_output_only_flags_but_not_with_other_settings(tmp_path):
+    """A step marked done without --no-html is still done for a plan that writes no page; a done
+    step with another learning rate makes the folder refused, naming its done mark."""
+    from common.errors import CheckpointError
+    from study.plan import Training
+    from study.runner import DONE, check_resumable
+
+    directory = tmp_path / "runs" / "guidance"
+    directory.mkdir(parents=True)
+    (directory / DONE).write_text(json.dumps({"name": "guidance", "argv": ["--preset", "cpu", "--lr", "5e-4"]}))
+    check_resumable([Training("guidance", "nadsnet", directory, ("--preset", "cpu", "--lr", "5e-4", "--no-html"), 1)])
+    with pytest.raises(CheckpointError, match="guidance/done.json: this training was run with other flags"):
+        check_resumable([Training("guidance", "nadsnet", directory, ("--preset", "cpu", "--lr", "1e-3", "--no-html"), 1)])
