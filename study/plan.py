@@ -76,7 +76,7 @@ def conditions(main_dose: float = 1.0, dose_fractions: tuple[float, ...] = (0.25
                   "frames per step that show nothing new"),
         *(Condition(f"generated-{dose:g}", (*add, "--gan-fraction", f"{dose:g}"), pool="gan",
                     summary=f"as generated, with {dose:.0%} of a batch's real count added") for dose in dose_fractions),
-        # Left out of the default plan, to keep the cpu study within its budget: the pool's
+        # Left out of the default plan, to shorten the cpu study: the pool's
         # lever, measured once (docs/study.md), and run again with --conditions.
         Condition("generated-online", (*add, *main, "--arm-augment", POOL_AUGMENT, "--generator-eval"),
                   online_generator=True, by_default=False,
